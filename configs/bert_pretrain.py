@@ -1,0 +1,100 @@
+"""BERT pretraining: masked-language modelling (+ next-sentence prediction).
+
+    python -m jaxssl.main --config=configs/bert_pretrain.py --workdir=/tmp/bert
+
+The argument picks a recipe, e.g. ``configs/bert_pretrain.py:size=base``:
+  size=mini  (default) 4 layers, hidden 256, on the English corpus shipped in the package;
+             about 10 minutes on 2 CPU cores.
+  size=tiny  2 layers, hidden 128, for tests and smoke runs.
+  size=base  the BERT-base recipe of Devlin et al. (2019) for accelerators: 12 layers,
+             hidden 768, 30522 WordPiece-sized vocabulary, batch 256, 1M steps, lr 1e-4 with
+             10k warm-up steps, on Wikipedia (needs network to download and prepare it).
+  size=small, medium, large: the other presets of jaxssl.models.bert.PRESETS on the
+             mini recipe (large uses the base recipe).
+``nsp=False`` turns next-sentence prediction off: ``configs/bert_pretrain.py:size=mini,nsp=False``.
+Every field can also be set on the command line: ``--config.num_train_steps=100``.
+"""
+
+import ml_collections
+
+ACCELERATOR_SIZES = ("base", "large")
+
+
+def parse_arg(arg, **defaults):
+  """``"size=base,nsp=False"`` -> {"size": "base", "nsp": "False"}; only keys in ``defaults``."""
+  options = dict(defaults)
+  for item in (arg or "").split(","):
+    key, sep, value = item.partition("=")
+    if item and (not sep or key not in defaults):
+      raise ValueError(f"config argument {item!r}: use key=value with keys {sorted(defaults)}.")
+    if item:
+      options[key] = value
+  return options
+
+
+def get_config(arg=None):
+  options = parse_arg(arg, size="mini", nsp="True")
+  size = options["size"]
+  accelerator = size in ACCELERATOR_SIZES
+  config = ml_collections.ConfigDict()
+
+  config.objective = "bert"  # Which pretraining objective family train.run builds.
+  config.seed = 0  # Seeds parameters, instance creation, masking and dropout.
+
+  # Data.
+  config.dataset = "wikipedia/20230601.en" if accelerator else "jaxssl_corpus/en"  # TFDS name.
+  config.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data dir (None: TFDS default).
+  config.text_key = "text"  # Feature holding each document's text.
+  config.train_split = "train"  # TFDS split to pretrain on.
+  config.eval_split = "validation"  # TFDS split to evaluate on (train[:1%] for wikipedia).
+  if accelerator:
+    config.eval_split = "train[:1%]"
+  config.max_seq_length = 128  # Tokens per example: [CLS] A [SEP] B [SEP] + padding.
+  config.max_predictions_per_seq = 20  # Masked positions per example (MLM logits only there).
+  config.short_seq_prob = 0.1  # Chance of a shorter target length (BERT: less train/test mismatch).
+  config.mask_prob = 0.15  # Fraction of tokens chosen for prediction (80% [MASK]/10% random/10% kept).
+  config.nsp = options["nsp"].lower() == "true"  # Next-sentence prediction on/off (off: B always follows A).
+
+  # Tokenizer.
+  config.vocab_size = 30522 if accelerator else 8000  # SentencePiece vocabulary = embedding rows.
+  config.tokenizer = ""  # Path to an existing SentencePiece model; "" trains one into the workdir.
+
+  # Model: a preset size, and the fields that any preset may override.
+  config.model = ml_collections.ConfigDict()
+  config.model.size = size  # Preset in jaxssl.models.bert.PRESETS.
+  config.model.max_position = 512  # Rows of the position table (max_seq_length may not exceed it).
+  config.model.dropout_rate = 0.1 if accelerator else 0.0  # Hidden dropout (0 for short CPU runs).
+  config.model.attention_dropout_rate = 0.1 if accelerator else 0.0  # Attention-probability dropout.
+  config.model.dtype = "bfloat16" if accelerator else "float32"  # Compute dtype.
+  config.model.param_dtype = "float32"  # Storage dtype of parameters and optimizer state.
+
+  # Optimisation.
+  config.batch_size = 256 if accelerator else 32  # Global batch (split over data x fsdp devices).
+  config.num_train_steps = 1_000_000 if accelerator else 700  # Optimizer updates.
+  config.learning_rate = 1e-4 if accelerator else 1e-3  # Peak learning rate.
+  config.warmup_steps = 10_000 if accelerator else 70  # Linear warm-up from 0.
+  config.final_lr_fraction = 0.0  # Learning rate at the last step, relative to the peak.
+  config.weight_decay = 0.01  # AdamW decay (not on biases and LayerNorm).
+  config.adam_b1 = 0.9  # AdamW first-moment decay.
+  config.adam_b2 = 0.999  # AdamW second-moment decay.
+  config.adam_eps = 1e-6  # AdamW epsilon.
+  config.max_grad_norm = 1.0  # Global-norm gradient clipping.
+
+  # Loop, evaluation, checkpoints.
+  config.log_every = 1000 if accelerator else 25  # Steps between train metric records.
+  config.eval_every = 10_000 if accelerator else 175  # Steps between evaluations (and at the end).
+  config.eval_batches = 50 if accelerator else 16  # Validation batches per evaluation (fixed examples).
+  config.checkpoint_every = 10_000 if accelerator else 175  # Steps between checkpoints (and at the end).
+  config.keep_checkpoints = 3  # Checkpoints kept on disk (oldest deleted).
+
+  # Parallelism: mesh axis sizes (product = device count; one may be -1) and how logical
+  # parameter axes map onto them (None = replicated).
+  config.mesh = ml_collections.ConfigDict({"data": 1 if accelerator else -1,
+                                           "fsdp": -1 if accelerator else 1, "tensor": 1})
+  config.logical_axis_rules = ml_collections.ConfigDict({
+      "embed": "fsdp",  # Hidden dimension of every weight: sharded for FSDP.
+      "mlp": "tensor",  # MLP inner dimension.
+      "heads": "tensor",  # Attention heads (flattened heads x head_dim).
+      "vocab": "tensor",  # Vocabulary rows of the embedding and MLM bias.
+  })
+  return config

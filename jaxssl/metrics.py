@@ -1,0 +1,47 @@
+"""Run outputs: ``metrics.jsonl`` (one JSON object per logged step) and TensorBoard events.
+
+Only process 0 writes, so multi-host runs produce one record per step.
+"""
+
+import json
+import os
+
+import jax
+from tensorboardX import SummaryWriter
+
+
+class MetricWriter:
+  """Appends to a run's records; on resume from ``start_step`` it first drops the records of
+  later steps, which the interrupted run logged but will be logged again."""
+
+  def __init__(self, workdir, start_step=0):
+    self.enabled = jax.process_index() == 0
+    if self.enabled:
+      path = os.path.join(workdir, "metrics.jsonl")
+      kept = [r for r in read_metrics(workdir) if r["step"] <= start_step] if os.path.exists(path) else []
+      with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in kept)
+      os.replace(path + ".tmp", path)
+      self.jsonl = open(path, "a", encoding="utf-8")
+      self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step, split, metrics):
+    """Appends ``{"step", "split", **metrics}``; scalars go to TensorBoard as ``split/name``."""
+    if not self.enabled:
+      return
+    self.jsonl.write(json.dumps({"step": int(step), "split": split, **metrics}) + "\n")
+    self.jsonl.flush()
+    for name, value in metrics.items():
+      if isinstance(value, (int, float)):
+        self.tensorboard.add_scalar(f"{split}/{name}", value, int(step))
+
+  def close(self):
+    if self.enabled:
+      self.jsonl.close()
+      self.tensorboard.close()
+
+
+def read_metrics(workdir):
+  """All records of a run's metrics.jsonl, in order."""
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,109 @@
+"""BERT: a post-LN Transformer encoder with MLM and NSP pretraining heads."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxssl.models import layers
+
+# Sizes from Turc et al. 2019 ("Well-Read Students Learn Better") and Devlin et al. 2019.
+PRESETS = {
+    "tiny": dict(num_layers=2, hidden_size=128, num_heads=2, mlp_dim=512),
+    "mini": dict(num_layers=4, hidden_size=256, num_heads=4, mlp_dim=1024),
+    "small": dict(num_layers=4, hidden_size=512, num_heads=8, mlp_dim=2048),
+    "medium": dict(num_layers=8, hidden_size=512, num_heads=8, mlp_dim=2048),
+    "base": dict(num_layers=12, hidden_size=768, num_heads=12, mlp_dim=3072),
+    "large": dict(num_layers=24, hidden_size=1024, num_heads=16, mlp_dim=4096),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+  vocab_size: int = 8000
+  hidden_size: int = 256
+  num_layers: int = 4
+  num_heads: int = 4
+  mlp_dim: int = 1024
+  max_position: int = 512
+  type_vocab_size: int = 2
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.1
+  layer_norm_eps: float = 1e-12
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+  @classmethod
+  def from_dict(cls, fields):
+    """Builds a config from a preset name in ``fields['size']`` overridden by the other fields."""
+    fields = dict(fields)
+    size = fields.pop("size", None)
+    if size is not None and size not in PRESETS:
+      raise ValueError(f"model.size={size!r} is not a preset; use one of {sorted(PRESETS)}.")
+    known = {f.name for f in dataclasses.fields(cls)}
+    preset = PRESETS.get(size, {})
+    return cls(**{**preset, **{k: v for k, v in fields.items() if k in known and v is not None}})
+
+
+class BertEncoder(nnx.Module):
+  def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+    if cfg.hidden_size % cfg.num_heads:
+      raise ValueError(f"hidden_size={cfg.hidden_size} is not divisible by num_heads={cfg.num_heads}.")
+    self.cfg = cfg
+    self.token_embed = layers.embedding(cfg.vocab_size, cfg.hidden_size, "vocab", cfg, rngs)
+    self.position_embed = layers.embedding(cfg.max_position, cfg.hidden_size, None, cfg, rngs)
+    self.segment_embed = layers.embedding(cfg.type_vocab_size, cfg.hidden_size, None, cfg, rngs)
+    self.embed_norm = layers.layer_norm(cfg.hidden_size, cfg, rngs)
+    self.blocks = nnx.List([layers.PostLNBlock(cfg, rngs) for _ in range(cfg.num_layers)])
+
+  def __call__(self, input_ids, segment_ids, attention_mask, dropout_rng=None):
+    """input_ids, segment_ids: (B, T) int; attention_mask: (B, T) bool, False on padding.
+
+    Returns the last hidden states (B, T, D) and a dict of named intermediates:
+    ``hidden_states``, a list of (B, T, D) arrays (embeddings, then each block's output).
+    """
+    length = input_ids.shape[1]
+    embed_rng, *block_rngs = layers.layer_rngs(dropout_rng, 1 + len(self.blocks))
+    x = (self.token_embed(input_ids)
+         + self.position_embed(jnp.arange(length))[None]
+         + self.segment_embed(segment_ids))  # (B, T, D)
+    x = layers.dropout(self.embed_norm(x), self.cfg.dropout_rate, embed_rng)
+    mask = attention_mask[:, None, None, :]  # (B, 1, 1, S): every query sees every real key.
+    hidden_states = [x]
+    for block, block_rng in zip(self.blocks, block_rngs):
+      x = block(x, mask, block_rng)
+      hidden_states.append(x)
+    return x, {"hidden_states": hidden_states}
+
+
+class BertForPretraining(nnx.Module):
+  """Encoder + MLM head (tied to the token embeddings) + NSP head on the pooled [CLS]."""
+
+  def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+    d = cfg.hidden_size
+    self.encoder = BertEncoder(cfg, rngs)
+    self.mlm_transform = layers.dense(d, d, "embed", "mlp", cfg, rngs)
+    self.mlm_norm = layers.layer_norm(d, cfg, rngs)
+    self.mlm_bias = nnx.Param(jnp.zeros((cfg.vocab_size,), cfg.param_dtype), **layers.axes("vocab"))
+    self.pooler = layers.dense(d, d, "embed", "mlp", cfg, rngs)
+    self.nsp_classifier = layers.dense(d, 2, "embed", None, cfg, rngs)
+
+  def pooled(self, sequence):  # (B, T, D) -> (B, D): tanh(W · h_[CLS]) as in BERT.
+    return jnp.tanh(self.pooler(sequence[:, 0]))
+
+  def __call__(self, input_ids, segment_ids, attention_mask, masked_positions, dropout_rng=None):
+    """masked_positions: (B, P) indices of the positions to predict.
+
+    MLM logits are computed only at those P positions, not all T (the vocabulary projection
+    is the largest matmul of a small BERT).
+    Returns {"mlm_logits": (B, P, V) float32, "nsp_logits": (B, 2) float32, "sequence": (B, T, D)}.
+    """
+    sequence, intermediates = self.encoder(input_ids, segment_ids, attention_mask, dropout_rng)
+    picked = jnp.take_along_axis(sequence, masked_positions[..., None], axis=1)  # (B, P, D)
+    picked = self.mlm_norm(jax.nn.gelu(self.mlm_transform(picked), approximate=False))
+    mlm_logits = self.encoder.token_embed.attend(picked) + self.mlm_bias[...]  # (B, P, V)
+    nsp_logits = self.nsp_classifier(self.pooled(sequence))  # (B, 2)
+    return {"mlm_logits": mlm_logits.astype(jnp.float32),
+            "nsp_logits": nsp_logits.astype(jnp.float32),
+            "sequence": sequence, **intermediates}

@@ -1,0 +1,109 @@
+"""Transformer building blocks shared by the BERT encoder and the GPT decoder.
+
+Every parameter carries logical axis names (``embed``, ``mlp``, ``heads``, ``vocab``…);
+``jaxssl.sharding`` maps them onto mesh axes. Model code never names a mesh axis.
+Shape letters: B batch, T query length, S key length, D hidden, N heads, H head dim.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def axes(*names):
+  """Parameter metadata naming its logical axes (sharded later, never at creation)."""
+  return {"out_sharding": names, "eager_sharding": False}
+
+
+def dropout(x, rate, rng):
+  """Inverted dropout; ``rng=None`` (evaluation) or ``rate=0`` returns ``x`` unchanged."""
+  if rng is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def layer_rngs(rng, count):
+  """``count`` independent dropout keys (or Nones when not training)."""
+  if rng is None:
+    return [None] * count
+  return list(jax.random.split(rng, count))
+
+
+def dense(in_features, out_features, in_axis, out_axis, cfg, rngs, init_std=0.02):
+  """A Linear layer with BERT's truncated-normal(0.02) initialisation and named axes."""
+  return nnx.Linear(
+      in_features, out_features,
+      kernel_init=jax.nn.initializers.truncated_normal(init_std),
+      kernel_metadata=axes(in_axis, out_axis), bias_metadata=axes(out_axis),
+      dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
+
+
+def layer_norm(features, cfg, rngs):
+  return nnx.LayerNorm(
+      features, epsilon=cfg.layer_norm_eps,
+      scale_metadata=axes("embed"), bias_metadata=axes("embed"),
+      dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
+
+
+def embedding(num_embeddings, features, table_axis, cfg, rngs):
+  return nnx.Embed(
+      num_embeddings, features,
+      embedding_init=jax.nn.initializers.truncated_normal(0.02),
+      embedding_metadata=axes(table_axis, "embed"),
+      dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
+
+
+class SelfAttention(nnx.Module):
+  """Multi-head self-attention through ``jax.nn.dot_product_attention`` (cuDNN on GPU)."""
+
+  def __init__(self, cfg, rngs):
+    d = cfg.hidden_size
+    self.num_heads = cfg.num_heads
+    self.head_dim = d // cfg.num_heads
+    self.attention_dropout_rate = cfg.attention_dropout_rate
+    self.query = dense(d, d, "embed", "heads", cfg, rngs)
+    self.key = dense(d, d, "embed", "heads", cfg, rngs)
+    self.value = dense(d, d, "embed", "heads", cfg, rngs)
+    self.out = dense(d, d, "heads", "embed", cfg, rngs)
+
+  def __call__(self, x, mask, dropout_rng=None):
+    # x: (B, T, D); mask: (B, 1, T, S) bool, True where attention is allowed.
+    batch, length, _ = x.shape
+    split = lambda y: y.reshape(batch, length, self.num_heads, self.head_dim)
+    q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))  # (B, T, N, H)
+    if dropout_rng is None or self.attention_dropout_rate == 0.0:
+      context = jax.nn.dot_product_attention(q, k, v, mask=mask)  # (B, T, N, H)
+    else:  # the fused kernel has no dropout: spell it out only when training with it.
+      scores = jnp.einsum("btnh,bsnh->bnts", q, k) / jnp.sqrt(self.head_dim).astype(q.dtype)
+      scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
+      probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(q.dtype)
+      probs = dropout(probs, self.attention_dropout_rate, dropout_rng)
+      context = jnp.einsum("bnts,bsnh->btnh", probs, v)
+    return self.out(context.reshape(batch, length, -1))  # (B, T, D)
+
+
+class MLP(nnx.Module):
+  def __init__(self, cfg, rngs):
+    self.up = dense(cfg.hidden_size, cfg.mlp_dim, "embed", "mlp", cfg, rngs)
+    self.down = dense(cfg.mlp_dim, cfg.hidden_size, "mlp", "embed", cfg, rngs)
+
+  def __call__(self, x):  # (B, T, D) -> (B, T, D)
+    return self.down(jax.nn.gelu(self.up(x), approximate=False))
+
+
+class PostLNBlock(nnx.Module):
+  """BERT's block: LayerNorm after each residual sum (Vaswani et al.; Devlin et al.)."""
+
+  def __init__(self, cfg, rngs):
+    self.dropout_rate = cfg.dropout_rate
+    self.attention = SelfAttention(cfg, rngs)
+    self.attention_norm = layer_norm(cfg.hidden_size, cfg, rngs)
+    self.mlp = MLP(cfg, rngs)
+    self.mlp_norm = layer_norm(cfg.hidden_size, cfg, rngs)
+
+  def __call__(self, x, mask, dropout_rng=None):  # (B, T, D) -> (B, T, D)
+    attention_rng, residual_rng, mlp_rng = layer_rngs(dropout_rng, 3)
+    x = self.attention_norm(
+        x + dropout(self.attention(x, mask, attention_rng), self.dropout_rate, residual_rng))
+    return self.mlp_norm(x + dropout(self.mlp(x), self.dropout_rate, mlp_rng))

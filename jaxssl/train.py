@@ -1,0 +1,260 @@
+"""``run(config, workdir)``: corpus → tokenizer → batches → sharded state → train loop.
+
+Every check a user's input can fail runs before anything is written to the workdir.
+"""
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
+from jaxssl import checkpoint
+from jaxssl import metrics as metrics_lib
+from jaxssl import sharding
+from jaxssl import steps
+from jaxssl.data import corpora
+from jaxssl.data import pretraining
+from jaxssl.data import tokenizer as tokenizer_lib
+from jaxssl.models import bert
+
+# Fields that fix what a workdir's checkpoints and tokenizer mean: resuming with any other
+# value would silently train a different run.
+RUN_IDENTITY_FIELDS = ("objective", "seed", "dataset", "text_key", "train_split", "vocab_size",
+                       "tokenizer", "max_seq_length", "max_predictions_per_seq", "short_seq_prob",
+                       "mask_prob", "nsp", "model", "batch_size")
+TOKENIZER_FILE = "tokenizer.model"
+
+
+def model_config(config):
+  return bert.BertConfig.from_dict({**config.model.to_dict(), "vocab_size": config.vocab_size})
+
+
+def check_config(config, model_cfg, mesh):
+  """Input errors detectable from the config alone, each as one line naming the fix."""
+  if config.objective != "bert":
+    raise ValueError(f"objective={config.objective!r} is not supported; use 'bert'.")
+  if config.max_seq_length > model_cfg.max_position:
+    raise ValueError(f"max_seq_length={config.max_seq_length} exceeds the position table "
+                     f"(model.max_position={model_cfg.max_position}); lower it or raise model.max_position.")
+  if not 0 < config.max_predictions_per_seq <= config.max_seq_length:
+    raise ValueError(f"max_predictions_per_seq={config.max_predictions_per_seq} must be in "
+                     f"1..max_seq_length={config.max_seq_length}.")
+  if config.vocab_size <= len(tokenizer_lib.SPECIAL_TOKENS):
+    raise ValueError(f"vocab_size={config.vocab_size} leaves no room beside the special tokens.")
+  parallel = sharding.batch_parallelism(mesh)
+  if config.batch_size % parallel or config.batch_size % jax.process_count():
+    raise ValueError(f"batch_size={config.batch_size} is not divisible by the {parallel} data-parallel "
+                     f"devices (mesh data x fsdp) and {jax.process_count()} processes; use a multiple.")
+
+
+def check_workdir(config, workdir):
+  """A workdir holding another run's config must not be resumed with this one."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    previous = json.load(f)
+  current = json.loads(config.to_json())
+  for field in RUN_IDENTITY_FIELDS:
+    if previous.get(field) != current.get(field):
+      raise ValueError(f"workdir {workdir} holds an incompatible run ({field}={previous.get(field)!r}, "
+                       f"this config has {current.get(field)!r}); use a new --workdir or that config.")
+
+
+def load_tokenizer(config, workdir, train_texts, scratch_dir):
+  """The workdir's tokenizer on resume, else ``config.tokenizer``, else one trained now (into
+  ``scratch_dir``: it moves into the workdir only once every check has passed)."""
+  path = os.path.join(workdir, TOKENIZER_FILE)
+  if not os.path.exists(path):
+    path = config.tokenizer
+  if path:
+    tokenizer = tokenizer_lib.Tokenizer.load(path)
+  else:
+    sentences = (s for text in train_texts for s in pretraining.split_sentences(text))
+    tokenizer = tokenizer_lib.train_tokenizer(
+        sentences, config.vocab_size, os.path.join(scratch_dir, TOKENIZER_FILE))
+  if tokenizer.vocab_size != config.vocab_size:
+    raise ValueError(f"tokenizer {path or 'trained now'} has {tokenizer.vocab_size} tokens but the "
+                     f"model embeds vocab_size={config.vocab_size}; set vocab_size={tokenizer.vocab_size}.")
+  return tokenizer
+
+
+def special_token_ids(tokenizer):
+  return dict(special_ids=(tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id),
+              vocab_size=tokenizer.vocab_size, first_regular_id=tokenizer.num_special,
+              mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id)
+
+
+def unigram_accuracy(eval_batches, train_documents, tokenizer):
+  """MLM accuracy of always predicting the most frequent training token (the baseline).
+
+  Masked positions are drawn uniformly among non-special tokens, so the expected accuracy is
+  that token's share of the evaluation's non-special tokens.
+  """
+  counts = np.bincount(np.concatenate([np.concatenate(doc) for doc in train_documents]),
+                       minlength=tokenizer.vocab_size)
+  counts[:tokenizer.num_special] = 0
+  most_frequent = int(np.argmax(counts))
+  ids = np.concatenate([b["input_ids"][b["example_weights"] > 0].ravel() for b in eval_batches])
+  regular = ids[ids >= tokenizer.num_special]
+  return float(np.mean(regular == most_frequent)), tokenizer.id_to_piece(most_frequent)
+
+
+class StopSignal:
+  """Turns SIGTERM into a request to checkpoint and stop (all hosts agree on the step)."""
+
+  def __init__(self):
+    self.requested = False
+    if jax.process_count() == 1:
+      signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def should_stop(self, step):
+    if jax.process_count() > 1:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
+
+
+def run(config, workdir):
+  """Pretrains per ``config`` in ``workdir``, resuming from its latest checkpoint if any.
+
+  Returns the last evaluation's metrics.
+  """
+  # --- Checks that need no data: config, mesh, workdir.
+  model_cfg = model_config(config)
+  mesh = sharding.make_mesh(config.mesh)
+  rules = sharding.logical_rules(config.logical_axis_rules)
+  check_config(config, model_cfg, mesh)
+  check_workdir(config, workdir)
+
+  # --- Corpus and tokenizer (trained into a scratch dir until every check has passed).
+  train_texts = corpora.load_texts(config.dataset, config.train_split, config.data_dir, config.text_key)
+  eval_texts = corpora.load_texts(config.dataset, config.eval_split, config.data_dir, config.text_key)
+  scratch_dir = tempfile.mkdtemp(prefix="jaxssl_")
+  try:
+    tokenizer = load_tokenizer(config, workdir, train_texts, scratch_dir)
+    train_documents = pretraining.tokenize_documents(tokenizer, train_texts)
+    eval_documents = pretraining.tokenize_documents(tokenizer, eval_texts)
+    pair_options = dict(max_seq_length=config.max_seq_length, short_seq_prob=config.short_seq_prob,
+                        random_next_prob=0.5 if config.nsp else 0.0, cls_id=tokenizer.cls_id,
+                        sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id)
+    per_process = config.batch_size // jax.process_count()
+    train_batches = pretraining.PairBatches(
+        train_documents, batch_size=config.batch_size, seed=config.seed,
+        process_index=jax.process_index(), process_count=jax.process_count(), **pair_options)
+    eval_batches = pretraining.fixed_batches(
+        eval_documents, batch_size=config.batch_size, seed=config.seed + 1,
+        num_batches=config.eval_batches, **pair_options)
+    eval_batches = [{k: v[jax.process_index() * per_process:][:per_process] for k, v in b.items()}
+                    for b in eval_batches]
+
+    # --- Every check passed: the workdir is written from here on.
+    os.makedirs(workdir, exist_ok=True)
+    if not os.path.exists(os.path.join(workdir, TOKENIZER_FILE)) and jax.process_index() == 0:
+      shutil.copy(tokenizer.model_path, os.path.join(workdir, TOKENIZER_FILE))
+  finally:
+    shutil.rmtree(scratch_dir, ignore_errors=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config.to_json(indent=2))
+  baseline_accuracy, baseline_token = unigram_accuracy(eval_batches, train_documents, tokenizer)
+
+  # --- Sharded state, built in place on the mesh (never whole on one device).
+  optimizer, schedule = steps.make_optimizer(config)
+
+  def init_state():
+    model = bert.BertForPretraining(model_cfg, nnx.Rngs(config.seed))
+    params = nnx.state(model, nnx.Param)
+    return steps.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: bert.BertForPretraining(model_cfg, nnx.Rngs(0))))
+  abstract_state = jax.eval_shape(init_state)
+  state_sharding = sharding.state_shardings(abstract_state, mesh, rules)
+  special = special_token_ids(tokenizer)
+  replicated = jax.NamedSharding(mesh, jax.P())
+  train_step = jax.jit(steps.make_bert_train_step(graphdef, optimizer, config, special),
+                       out_shardings=(state_sharding, replicated), donate_argnums=0)
+  eval_step = jax.jit(steps.make_bert_eval_step(graphdef, config, special), out_shardings=replicated)
+
+  checkpointer = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
+  start_step = checkpointer.latest_step()
+  with jax.set_mesh(mesh):
+    if start_step is None:
+      start_step = 0
+      state = jax.jit(init_state, out_shardings=state_sharding)()
+    else:
+      abstract_sharded = jax.tree.map(
+          lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, state_sharding)
+      state, data_position = checkpointer.restore(start_step, abstract_sharded)
+      train_batches.restore(data_position)
+  rng = jax.random.key(config.seed)
+  eval_rng = jax.random.key(config.seed + 1)
+
+  def evaluate():
+    totals = None
+    with jax.set_mesh(mesh):
+      for index, batch in enumerate(eval_batches):
+        sums = eval_step(state.params, sharding.global_batch(batch, mesh), jax.random.fold_in(eval_rng, index))
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    return {**steps.summarize(totals), "unigram_mlm_accuracy": baseline_accuracy}
+
+  # --- Train loop.
+  writer = metrics_lib.MetricWriter(workdir, start_step)
+  stop = StopSignal()
+  tokens_per_step = config.batch_size * config.max_seq_length
+  step = start_step
+  eval_metrics = {}
+  progress = tqdm(total=config.num_train_steps, initial=start_step, desc="bert pretrain",
+                  disable=jax.process_index() != 0, dynamic_ncols=True)
+  window_sums, window_steps, window_start = None, 0, time.perf_counter()
+  with jax.set_mesh(mesh):
+    while step < config.num_train_steps:
+      batch = sharding.global_batch(next(train_batches), mesh)
+      state, sums = train_step(state, batch, rng)
+      step += 1
+      window_sums = sums if window_sums is None else jax.tree.map(jnp.add, window_sums, sums)
+      window_steps += 1
+      progress.update(1)
+      if step % config.log_every == 0 or step == config.num_train_steps:
+        train_metrics = steps.summarize(jax.device_get(window_sums), window_steps)
+        elapsed = time.perf_counter() - window_start
+        train_metrics["tokens_per_second"] = window_steps * tokens_per_step / elapsed
+        train_metrics["learning_rate"] = float(schedule(step))
+        writer.write(step, "train", train_metrics)
+        progress.set_postfix(loss=f"{train_metrics['mlm_loss']:.3f}",
+                             tok_s=f"{train_metrics['tokens_per_second']:.0f}")
+        window_sums, window_steps, window_start = None, 0, time.perf_counter()
+      if step % config.eval_every == 0 or step == config.num_train_steps:
+        eval_metrics = evaluate()
+        writer.write(step, "eval", eval_metrics)
+      stopping = stop.should_stop(step)
+      if step % config.checkpoint_every == 0 or step == config.num_train_steps or stopping:
+        checkpointer.save(step, state, train_batches.state())
+      if stopping:
+        break
+  if not eval_metrics and step >= config.num_train_steps:  # resumed a finished run
+    eval_metrics = evaluate()
+  progress.close()
+  checkpointer.close()
+  writer.close()
+
+  if step < config.num_train_steps:
+    print(f"Stopped by SIGTERM at step {step}; checkpoint saved. Rerun the same command to resume.")
+  elif eval_metrics and jax.process_index() == 0:
+    print(f"Done: {step} steps. eval mlm_accuracy={eval_metrics['mlm_accuracy']:.4f} "
+          f"(unigram baseline {baseline_accuracy:.4f}, always {baseline_token!r}), "
+          f"mlm_perplexity={eval_metrics['mlm_perplexity']:.1f}, "
+          f"nsp_accuracy={eval_metrics['nsp_accuracy']:.4f}. Metrics: {workdir}/metrics.jsonl")
+  return eval_metrics

@@ -1,0 +1,74 @@
+"""Shared fixtures: a prepared TFDS dir, a small tokenizer and tiny BERT run configs."""
+
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SMALL_CORPUS = "jaxssl_corpus/moby_dick"  # 138 chapters, 1.2 MB: quick to tokenize.
+
+
+def load_config(name, arg=None):
+  spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="session")
+def tokenizer_path(tfds_dir, tmp_path_factory):
+  from jaxssl.data import corpora, pretraining, tokenizer
+  texts = corpora.load_texts(SMALL_CORPUS, "train", tfds_dir)
+  path = str(tmp_path_factory.mktemp("tokenizer") / "tokenizer.model")
+  tokenizer.train_tokenizer((s for t in texts for s in pretraining.split_sentences(t)), 1000, path)
+  return path
+
+
+@pytest.fixture
+def tiny_config(tfds_dir, tokenizer_path):
+  """A BERT run small enough for a few seconds of CPU, on the Moby Dick corpus."""
+  config = load_config("bert_pretrain", "size=tiny")
+  config.dataset = SMALL_CORPUS
+  config.data_dir = tfds_dir
+  config.tokenizer = tokenizer_path
+  config.vocab_size = 1000
+  config.max_seq_length = 64
+  config.max_predictions_per_seq = 10
+  config.batch_size = 16
+  config.num_train_steps = 40
+  config.warmup_steps = 4
+  config.learning_rate = 2e-3
+  config.log_every = 5
+  config.eval_every = 20
+  config.eval_batches = 2
+  config.checkpoint_every = 10
+  return config
+
+
+def config_flags(config):
+  """The --config.* command-line overrides that turn the default config into ``config``."""
+  default = load_config("bert_pretrain", "size=tiny")
+  flags = []
+  for key, value in config.items():
+    if hasattr(value, "items"):
+      flags += [f"--config.{key}.{k}={v}" for k, v in value.items() if default[key][k] != v]
+    elif default[key] != value:
+      flags.append(f"--config.{key}={value}")
+  return flags
+
+
+def run_main(config, workdir, env=None, extra=(), **popen_kwargs):
+  """Starts ``python -m jaxssl.main`` on ``config`` in a subprocess."""
+  command = [sys.executable, "-m", "jaxssl.main", "--config=configs/bert_pretrain.py:size=tiny",
+             f"--workdir={workdir}", *config_flags(config), *extra]
+  return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})},
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_kwargs)
