@@ -9,6 +9,7 @@ import sys
 import jax
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from jaxssl import train
@@ -22,9 +23,23 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def parse_flags(argv):
+  """absl's parser, with a bad flag or config override as one line and exit status 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:  # a config file's own error arrives with its traceback: keep its last line
+    print(f"error: {str(error).strip().splitlines()[-1]}", file=sys.stderr)
+  except (AttributeError, KeyError) as error:  # config_flags: override of a field that does not exist
+    field = str(error).strip("\"'")
+    print(f"error: unknown config field {field!r}; the --config file lists every field.", file=sys.stderr)
+  sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:  # orbax and TFDS log every step at INFO
+    logging.set_verbosity(logging.WARNING)
   if _DISTRIBUTED.value or _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
@@ -35,4 +50,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
