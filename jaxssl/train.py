@@ -76,16 +76,27 @@ def load_tokenizer(config, workdir, train_texts, scratch_dir):
   path = os.path.join(workdir, TOKENIZER_FILE)
   if not os.path.exists(path):
     path = config.tokenizer
-  if path:
-    tokenizer = tokenizer_lib.Tokenizer.load(path)
-  else:
-    sentences = (s for text in train_texts for s in pretraining.split_sentences(text))
-    tokenizer = tokenizer_lib.train_tokenizer(
-        sentences, config.vocab_size, os.path.join(scratch_dir, TOKENIZER_FILE))
+  if not path:
+    path = os.path.join(scratch_dir, TOKENIZER_FILE)
+    if jax.process_index() == 0:
+      sentences = (s for text in train_texts for s in pretraining.split_sentences(text))
+      tokenizer_lib.train_tokenizer(sentences, config.vocab_size, path)
+    if jax.process_count() > 1:
+      copy_from_process_zero(path)
+  tokenizer = tokenizer_lib.Tokenizer.load(path)
   if tokenizer.vocab_size != config.vocab_size:
-    raise ValueError(f"tokenizer {path or 'trained now'} has {tokenizer.vocab_size} tokens but the "
+    raise ValueError(f"tokenizer {path} has {tokenizer.vocab_size} tokens but the "
                      f"model embeds vocab_size={config.vocab_size}; set vocab_size={tokenizer.vocab_size}.")
   return tokenizer
+
+
+def copy_from_process_zero(path):
+  """Gives every process process 0's file: SentencePiece training is not reproducible across
+  machines, and hosts need not share a file system."""
+  data = np.fromfile(path, np.uint8) if jax.process_index() == 0 else np.zeros(0, np.uint8)
+  size = int(multihost_utils.broadcast_one_to_all(np.int64(data.size)))
+  data = multihost_utils.broadcast_one_to_all(data if data.size else np.zeros(size, np.uint8))
+  np.asarray(data, np.uint8).tofile(path)
 
 
 def special_token_ids(tokenizer):
@@ -150,15 +161,12 @@ def run(config, workdir):
     pair_options = dict(max_seq_length=config.max_seq_length, short_seq_prob=config.short_seq_prob,
                         random_next_prob=0.5 if config.nsp else 0.0, cls_id=tokenizer.cls_id,
                         sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id)
-    per_process = config.batch_size // jax.process_count()
+    processes = dict(process_index=jax.process_index(), process_count=jax.process_count())
     train_batches = pretraining.PairBatches(
-        train_documents, batch_size=config.batch_size, seed=config.seed,
-        process_index=jax.process_index(), process_count=jax.process_count(), **pair_options)
+        train_documents, batch_size=config.batch_size, seed=config.seed, **processes, **pair_options)
     eval_batches = pretraining.fixed_batches(
         eval_documents, batch_size=config.batch_size, seed=config.seed + 1,
-        num_batches=config.eval_batches, **pair_options)
-    eval_batches = [{k: v[jax.process_index() * per_process:][:per_process] for k, v in b.items()}
-                    for b in eval_batches]
+        num_batches=config.eval_batches, **processes, **pair_options)
 
     # --- Every check passed: the workdir is written from here on.
     os.makedirs(workdir, exist_ok=True)
