@@ -1,11 +1,11 @@
 """Pure train and eval steps. State and batches are plain pytrees; the model is rebuilt from
 its graph definition inside the loss (``nnx.merge``), so nothing here holds mutable state."""
 
+import math
 from typing import Any
 
 import flax.struct
 import jax
-import jax.numpy as jnp
 import optax
 from flax import nnx
 
@@ -79,12 +79,10 @@ def make_bert_train_step(graphdef, optimizer, config, special):
     return loss, sums
 
   def train_step(state, batch, rng):
-    step_rng = jax.random.fold_in(rng, state.step)
-    grads, sums = jax.grad(loss_fn, has_aux=True)(state.params, batch, step_rng)
+    grads, sums = jax.grad(loss_fn, has_aux=True)(state.params, batch, jax.random.fold_in(rng, state.step))
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
     sums["grad_norm"] = optax.tree.norm(grads)
-    return TrainState(state.step + 1, params, opt_state), sums
+    return TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state), sums
 
   return train_step
 
@@ -102,16 +100,50 @@ def make_bert_eval_step(graphdef, config, special):
   return eval_step
 
 
+def gpt_sums(graphdef, params, batch, dropout_rng=None):
+  """Summed next-token loss/accuracy over the weighted targets of packed rows."""
+  model = nnx.merge(graphdef, params)
+  logits, _ = model(batch["input_ids"], batch["positions"], batch["segment_ids"],
+                    dropout_rng=dropout_rng)  # (B, T, V)
+  weights = batch["target_weights"] * batch["example_weights"][:, None]
+  loss, correct, count = objectives.classification_sums(logits, batch["target_ids"], weights)
+  return dict(lm_loss_sum=loss, lm_correct=correct, lm_count=count)
+
+
+def make_gpt_train_step(graphdef, optimizer):
+  """Returns ``train_step(state, batch, rng) -> (state, metric sums)`` for next-token prediction."""
+
+  def loss_fn(params, batch, rng):
+    sums = gpt_sums(graphdef, params, batch, rng)
+    return objectives.mean_from_sums(sums["lm_loss_sum"], sums["lm_count"]), sums
+
+  def train_step(state, batch, rng):
+    grads, sums = jax.grad(loss_fn, has_aux=True)(state.params, batch, jax.random.fold_in(rng, state.step))
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    sums["grad_norm"] = optax.tree.norm(grads)
+    return TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state), sums
+
+  return train_step
+
+
+def make_gpt_eval_step(graphdef):
+  def eval_step(params, batch, rng):
+    del rng  # nothing random at evaluation
+    return gpt_sums(graphdef, params, batch)
+
+  return eval_step
+
+
 def summarize(sums, num_steps=1):
   """Host-side means from sums accumulated over ``num_steps`` steps (the logged metrics)."""
-  mlm_loss = float(sums["mlm_loss_sum"]) / max(float(sums["mlm_count"]), 1.0)
-  metrics = {
-      "mlm_loss": mlm_loss,
-      "mlm_accuracy": float(sums["mlm_correct"]) / max(float(sums["mlm_count"]), 1.0),
-      "mlm_perplexity": float(jnp.exp(mlm_loss)),
-      "nsp_loss": float(sums["nsp_loss_sum"]) / max(float(sums["nsp_count"]), 1.0),
-      "nsp_accuracy": float(sums["nsp_correct"]) / max(float(sums["nsp_count"]), 1.0),
-  }
+  metrics = {}
+  for name in ("mlm", "nsp", "lm"):
+    if f"{name}_loss_sum" in sums:
+      count = max(float(sums[f"{name}_count"]), 1.0)
+      metrics[f"{name}_loss"] = float(sums[f"{name}_loss_sum"]) / count
+      metrics[f"{name}_accuracy"] = float(sums[f"{name}_correct"]) / count
+      if name != "nsp":
+        metrics[f"{name}_perplexity"] = math.exp(metrics[f"{name}_loss"])
   if "grad_norm" in sums:
     metrics["grad_norm"] = float(sums["grad_norm"]) / num_steps
   return metrics

@@ -12,19 +12,20 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from jaxssl import checkpoint
+from jaxssl import families
 from jaxssl import metrics as metrics_lib
 from jaxssl import sharding
 from jaxssl import steps
 from jaxssl.data import corpora
 from jaxssl.data import pretraining
 from jaxssl.data import tokenizer as tokenizer_lib
-from jaxssl.models import bert
 
 # Fields that fix what a workdir's checkpoints and tokenizer mean: resuming with any other
 # value would silently train a different run.
@@ -34,20 +35,13 @@ RUN_IDENTITY_FIELDS = ("objective", "seed", "dataset", "text_key", "train_split"
 TOKENIZER_FILE = "tokenizer.model"
 
 
-def model_config(config):
-  return bert.BertConfig.from_dict({**config.model.to_dict(), "vocab_size": config.vocab_size})
-
-
-def check_config(config, model_cfg, mesh):
+def check_config(config, family, mesh):
   """Input errors detectable from the config alone, each as one line naming the fix."""
-  if config.objective != "bert":
-    raise ValueError(f"objective={config.objective!r} is not supported; use 'bert'.")
-  if config.max_seq_length > model_cfg.max_position:
+  max_position = family.model_config.max_position
+  if config.max_seq_length > max_position:
     raise ValueError(f"max_seq_length={config.max_seq_length} exceeds the position table "
-                     f"(model.max_position={model_cfg.max_position}); lower it or raise model.max_position.")
-  if not 0 < config.max_predictions_per_seq <= config.max_seq_length:
-    raise ValueError(f"max_predictions_per_seq={config.max_predictions_per_seq} must be in "
-                     f"1..max_seq_length={config.max_seq_length}.")
+                     f"(model.max_position={max_position}); lower it or raise model.max_position.")
+  family.check()
   if config.vocab_size <= len(tokenizer_lib.SPECIAL_TOKENS):
     raise ValueError(f"vocab_size={config.vocab_size} leaves no room beside the special tokens.")
   parallel = sharding.batch_parallelism(mesh)
@@ -99,27 +93,6 @@ def copy_from_process_zero(path):
   np.asarray(data, np.uint8).tofile(path)
 
 
-def special_token_ids(tokenizer):
-  return dict(special_ids=(tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id),
-              vocab_size=tokenizer.vocab_size, first_regular_id=tokenizer.num_special,
-              mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id)
-
-
-def unigram_accuracy(eval_batches, train_documents, tokenizer):
-  """MLM accuracy of always predicting the most frequent training token (the baseline).
-
-  Masked positions are drawn uniformly among non-special tokens, so the expected accuracy is
-  that token's share of the evaluation's non-special tokens.
-  """
-  counts = np.bincount(np.concatenate([np.concatenate(doc) for doc in train_documents]),
-                       minlength=tokenizer.vocab_size)
-  counts[:tokenizer.num_special] = 0
-  most_frequent = int(np.argmax(counts))
-  ids = np.concatenate([b["input_ids"][b["example_weights"] > 0].ravel() for b in eval_batches])
-  regular = ids[ids >= tokenizer.num_special]
-  return float(np.mean(regular == most_frequent)), tokenizer.id_to_piece(most_frequent)
-
-
 class StopSignal:
   """Turns SIGTERM into a request to checkpoint and stop (all hosts agree on the step)."""
 
@@ -138,16 +111,49 @@ class StopSignal:
     return self.requested
 
 
+def make_init_state(family, optimizer, seed):
+  """The function that creates a fresh TrainState (jit it with out_shardings to shard it)."""
+
+  def init_state():
+    params = nnx.state(family.make_model(nnx.Rngs(seed)), nnx.Param)
+    return steps.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+
+  return init_state
+
+
+def load_trained(workdir):
+  """A finished or running workdir's (config, family, tokenizer, graphdef, params) on one device."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise ValueError(f"workdir {workdir} holds no run (no config.json); train one with jaxssl.main.")
+  with open(path, encoding="utf-8") as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  family = families.family(config)
+  checkpointer = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
+  step = checkpointer.latest_step()
+  if step is None:
+    raise ValueError(f"workdir {workdir} has no checkpoint yet; let its training save one.")
+  optimizer, _ = steps.make_optimizer(config)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract_state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+                                jax.eval_shape(make_init_state(family, optimizer, config.seed)))
+  state, _ = checkpointer.restore(step, abstract_state)
+  checkpointer.close()
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: family.make_model(nnx.Rngs(0))))
+  tokenizer = tokenizer_lib.Tokenizer.load(os.path.join(workdir, TOKENIZER_FILE))
+  return config, family, tokenizer, graphdef, state.params
+
+
 def run(config, workdir):
   """Pretrains per ``config`` in ``workdir``, resuming from its latest checkpoint if any.
 
   Returns the last evaluation's metrics.
   """
   # --- Checks that need no data: config, mesh, workdir.
-  model_cfg = model_config(config)
+  family = families.family(config)
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.logical_rules(config.logical_axis_rules)
-  check_config(config, model_cfg, mesh)
+  check_config(config, family, mesh)
   check_workdir(config, workdir)
 
   # --- Corpus and tokenizer (trained into a scratch dir until every check has passed).
@@ -158,15 +164,9 @@ def run(config, workdir):
     tokenizer = load_tokenizer(config, workdir, train_texts, scratch_dir)
     train_documents = pretraining.tokenize_documents(tokenizer, train_texts)
     eval_documents = pretraining.tokenize_documents(tokenizer, eval_texts)
-    pair_options = dict(max_seq_length=config.max_seq_length, short_seq_prob=config.short_seq_prob,
-                        random_next_prob=0.5 if config.nsp else 0.0, cls_id=tokenizer.cls_id,
-                        sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id)
     processes = dict(process_index=jax.process_index(), process_count=jax.process_count())
-    train_batches = pretraining.PairBatches(
-        train_documents, batch_size=config.batch_size, seed=config.seed, **processes, **pair_options)
-    eval_batches = pretraining.fixed_batches(
-        eval_documents, batch_size=config.batch_size, seed=config.seed + 1,
-        num_batches=config.eval_batches, **processes, **pair_options)
+    train_batches, eval_batches = family.batches(tokenizer, train_documents, eval_documents,
+                                                 processes)
 
     # --- Every check passed: the workdir is written from here on.
     os.makedirs(workdir, exist_ok=True)
@@ -177,24 +177,19 @@ def run(config, workdir):
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
       f.write(config.to_json(indent=2))
-  baseline_accuracy, baseline_token = unigram_accuracy(eval_batches, train_documents, tokenizer)
+  baseline = family.baseline(eval_batches, train_documents, tokenizer)
 
   # --- Sharded state, built in place on the mesh (never whole on one device).
   optimizer, schedule = steps.make_optimizer(config)
 
-  def init_state():
-    model = bert.BertForPretraining(model_cfg, nnx.Rngs(config.seed))
-    params = nnx.state(model, nnx.Param)
-    return steps.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
-
-  graphdef = nnx.graphdef(nnx.eval_shape(lambda: bert.BertForPretraining(model_cfg, nnx.Rngs(0))))
+  init_state = make_init_state(family, optimizer, config.seed)
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: family.make_model(nnx.Rngs(0))))
   abstract_state = jax.eval_shape(init_state)
   state_sharding = sharding.state_shardings(abstract_state, mesh, rules)
-  special = special_token_ids(tokenizer)
   replicated = jax.NamedSharding(mesh, jax.P())
-  train_step = jax.jit(steps.make_bert_train_step(graphdef, optimizer, config, special),
-                       out_shardings=(state_sharding, replicated), donate_argnums=0)
-  eval_step = jax.jit(steps.make_bert_eval_step(graphdef, config, special), out_shardings=replicated)
+  train_step, eval_step = family.steps(graphdef, optimizer, tokenizer)
+  train_step = jax.jit(train_step, out_shardings=(state_sharding, replicated), donate_argnums=0)
+  eval_step = jax.jit(eval_step, out_shardings=replicated)
 
   checkpointer = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   start_step = checkpointer.latest_step()
@@ -216,7 +211,7 @@ def run(config, workdir):
       for index, batch in enumerate(eval_batches):
         sums = eval_step(state.params, sharding.global_batch(batch, mesh), jax.random.fold_in(eval_rng, index))
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    return {**steps.summarize(totals), "unigram_mlm_accuracy": baseline_accuracy}
+    return {**steps.summarize(totals), **baseline}
 
   # --- Train loop.
   writer = metrics_lib.MetricWriter(workdir, start_step)
@@ -224,7 +219,7 @@ def run(config, workdir):
   tokens_per_step = config.batch_size * config.max_seq_length
   step = start_step
   eval_metrics = {}
-  progress = tqdm(total=config.num_train_steps, initial=start_step, desc="bert pretrain",
+  progress = tqdm(total=config.num_train_steps, initial=start_step, desc=f"{config.objective} pretrain",
                   disable=jax.process_index() != 0, dynamic_ncols=True)
   window_sums, window_steps, window_start = None, 0, time.perf_counter()
   with jax.set_mesh(mesh):
@@ -241,7 +236,7 @@ def run(config, workdir):
         train_metrics["tokens_per_second"] = window_steps * tokens_per_step / elapsed
         train_metrics["learning_rate"] = float(schedule(step))
         writer.write(step, "train", train_metrics)
-        progress.set_postfix(loss=f"{train_metrics['mlm_loss']:.3f}",
+        progress.set_postfix(loss=f"{train_metrics[family.progress_metric]:.3f}",
                              tok_s=f"{train_metrics['tokens_per_second']:.0f}")
         window_sums, window_steps, window_start = None, 0, time.perf_counter()
       if step % config.eval_every == 0 or step == config.num_train_steps:
@@ -261,8 +256,5 @@ def run(config, workdir):
   if step < config.num_train_steps:
     print(f"Stopped by SIGTERM at step {step}; checkpoint saved. Rerun the same command to resume.")
   elif eval_metrics and jax.process_index() == 0:
-    print(f"Done: {step} steps. eval mlm_accuracy={eval_metrics['mlm_accuracy']:.4f} "
-          f"(unigram baseline {baseline_accuracy:.4f}, always {baseline_token!r}), "
-          f"mlm_perplexity={eval_metrics['mlm_perplexity']:.1f}, "
-          f"nsp_accuracy={eval_metrics['nsp_accuracy']:.4f}. Metrics: {workdir}/metrics.jsonl")
+    print(f"Done: {step} steps. {family.summary(eval_metrics)}. Metrics: {workdir}/metrics.jsonl")
   return eval_metrics

@@ -72,3 +72,21 @@ def run_main(config, workdir, env=None, extra=(), **popen_kwargs):
              f"--workdir={workdir}", *config_flags(config), *extra]
   return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})},
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_kwargs)
+
+
+def small_gpt_config(tfds_dir, tokenizer_path):
+  """A GPT run small enough for a few seconds of CPU, on the Moby Dick corpus."""
+  config = load_config("gpt_pretrain", "size=tiny")
+  config.dataset = SMALL_CORPUS
+  config.data_dir = tfds_dir
+  config.tokenizer = tokenizer_path
+  config.vocab_size = 1000
+  config.max_seq_length = 64
+  config.batch_size = 16
+  config.num_train_steps = 150
+  config.warmup_steps = 15
+  config.log_every = 10
+  config.eval_every = 75
+  config.eval_batches = 4
+  config.checkpoint_every = 75
+  return config

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from jaxssl.data import corpora, pretraining
+from jaxssl.data import batching, corpora, pretraining
 from jaxssl.data.tokenizer import SPECIAL_TOKENS, Tokenizer, train_tokenizer
 
 CORPORA_DIR = pathlib.Path(corpora.__file__).parent / "corpora"
@@ -286,9 +286,9 @@ def test_one_sentence_documents_split_the_sentence_for_real_continuations():
 # Batches
 
 
-def pair_batches(documents, **overrides) -> pretraining.PairBatches:
+def pair_batches(documents, **overrides) -> batching.EpochBatches:
   options = dict(batch_size=8, max_seq_length=32, short_seq_prob=0.1, seed=7, **SPECIAL_IDS)
-  return pretraining.PairBatches(documents, **{**options, **overrides})
+  return pretraining.pair_batches(documents, **{**options, **overrides})
 
 
 def take(batches, count: int) -> list[dict[str, np.ndarray]]:
@@ -345,10 +345,10 @@ def test_process_slices_concatenate_to_the_global_batch(synthetic_documents):
 def test_fixed_batches_are_repeatable_and_keep_every_pair(synthetic_documents):
   documents = synthetic_documents[:20]
   options = dict(batch_size=16, max_seq_length=32, short_seq_prob=0.1, seed=3, **SPECIAL_IDS)
-  batches = pretraining.fixed_batches(documents, **options)
-  assert_batches_equal(batches, pretraining.fixed_batches(documents, **options))
+  batches = pretraining.fixed_pair_batches(documents, **options)
+  assert_batches_equal(batches, pretraining.fixed_pair_batches(documents, **options))
 
-  rng = np.random.default_rng(3)  # what fixed_batches draws from seed=3
+  rng = np.random.default_rng(3)  # what fixed_pair_batches draws from seed=3
   instances = pretraining.create_pair_instances(documents, rng, 32, 0.1, **SPECIAL_IDS)
   num_pairs = len(instances["input_ids"])
   weights = np.concatenate([batch["example_weights"] for batch in batches])
@@ -358,13 +358,13 @@ def test_fixed_batches_are_repeatable_and_keep_every_pair(synthetic_documents):
   assert len(padding_rows) and np.all(padding_rows == PAD_ID)
 
   halves = [
-      pretraining.fixed_batches(documents, **options, process_index=i, process_count=2)
+      pretraining.fixed_pair_batches(documents, **options, process_index=i, process_count=2)
       for i in range(2)
   ]
   np.testing.assert_array_equal(
       np.concatenate([halves[0][-1]["input_ids"], halves[1][-1]["input_ids"]]),
       batches[-1]["input_ids"])
-  assert len(pretraining.fixed_batches(documents, **options, num_batches=1)) == 1
+  assert len(pretraining.fixed_pair_batches(documents, **options, num_batches=1)) == 1
 
 
 def test_too_small_corpora_raise(synthetic_documents):
@@ -374,8 +374,8 @@ def test_too_small_corpora_raise(synthetic_documents):
     pair_batches(synthetic_documents[:5], batch_size=10000)
   with pytest.raises(ValueError, match="process_count=3"):
     pair_batches(synthetic_documents, process_count=3)
-  with pytest.raises(ValueError, match="max_seq_length=32"):
-    pretraining.fixed_batches(
+  with pytest.raises(ValueError, match="no examples"):
+    pretraining.fixed_pair_batches(
         [], batch_size=8, max_seq_length=32, short_seq_prob=0.1, seed=0, **SPECIAL_IDS)
 
 

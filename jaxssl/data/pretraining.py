@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxssl.data import batching
 from jaxssl.data.tokenizer import Tokenizer
 
 # A sentence ends at . ! or ? (plus any closing quotes or brackets) followed by whitespace.
@@ -226,140 +227,25 @@ def create_pair_instances(
   }
 
 
-def _process_rows(batch_size: int, process_index: int, process_count: int) -> slice:
-  """This process's contiguous share of the rows of a global batch."""
-  if batch_size % process_count:
-    raise ValueError(f"batch_size={batch_size} does not split over process_count={process_count}; "
-                     f"use a multiple of {process_count}")
-  rows_per_process = batch_size // process_count
-  return slice(process_index * rows_per_process, (process_index + 1) * rows_per_process)
+def pair_batches(documents: Sequence[Sequence[Sequence[int]]], *, batch_size: int, seed: int,
+                 process_index: int = 0, process_count: int = 1,
+                 **pair_options) -> batching.EpochBatches:
+  """Training batches of sentence pairs, paired afresh each epoch (see ``batching.EpochBatches``).
 
-
-def _take_rows(instances: dict[str, np.ndarray], rows: slice | np.ndarray) -> dict[str, np.ndarray]:
-  return {key: value[rows] for key, value in instances.items()}
-
-
-class PairBatches:
-  """Shuffled global batches of sentence pairs, paired afresh each epoch; deterministic, resumable.
-
-  Epoch e pairs and shuffles with ``np.random.default_rng([seed, e])``, so every process builds
-  the same global batches and keeps its own contiguous rows: the slices of all processes,
-  concatenated in process order, are the global batch. The last incomplete batch of an epoch
-  is dropped. Batches hold input_ids, segment_ids, next_sentence_labels and example_weights
-  (all 1 here; 0 marks the padding rows of ``fixed_batches``).
+  ``pair_options`` are ``create_pair_instances``'s: max_seq_length, short_seq_prob, cls_id,
+  sep_id, pad_id, random_next_prob.
   """
-
-  def __init__(
-      self,
-      documents: Sequence[Sequence[Sequence[int]]],
-      *,
-      batch_size: int,
-      max_seq_length: int,
-      short_seq_prob: float,
-      seed: int,
-      cls_id: int,
-      sep_id: int,
-      pad_id: int,
-      random_next_prob: float = 0.5,
-      process_index: int = 0,
-      process_count: int = 1,
-  ):
-    self._documents = documents
-    self._batch_size = batch_size
-    self._max_seq_length = max_seq_length
-    self._seed = seed
-    self._pair_options = dict(
-        short_seq_prob=short_seq_prob,
-        cls_id=cls_id,
-        sep_id=sep_id,
-        pad_id=pad_id,
-        random_next_prob=random_next_prob,
-    )
-    self._process_rows = _process_rows(batch_size, process_index, process_count)
-    self._epoch = 0
-    self._batch = 0  # index of the next batch within the epoch
-    self._cached_epoch: tuple[int, dict[str, np.ndarray]] | None = None
-    self._epoch_instances(0)  # a corpus too small for one batch fails here, not mid-training
-
-  def _epoch_instances(self, epoch: int) -> dict[str, np.ndarray]:
-    if self._cached_epoch is None or self._cached_epoch[0] != epoch:
-      rng = np.random.default_rng([self._seed, epoch])
-      instances = create_pair_instances(self._documents, rng, self._max_seq_length,
-                                        **self._pair_options)
-      num_instances = len(instances["next_sentence_labels"])
-      if num_instances < self._batch_size:
-        raise ValueError(
-            f"the corpus gives {num_instances} pairs at max_seq_length={self._max_seq_length}, "
-            f"fewer than batch_size={self._batch_size}; lower batch_size or add documents")
-      instances = _take_rows(instances, rng.permutation(num_instances))
-      instances["example_weights"] = np.ones(num_instances, np.float32)
-      self._cached_epoch = (epoch, instances)
-    return self._cached_epoch[1]
-
-  @property
-  def batches_per_epoch(self) -> int:
-    """Batches in the current epoch; it varies slightly between epochs as pairs are redrawn."""
-    return len(self._epoch_instances(self._epoch)["input_ids"]) // self._batch_size
-
-  def state(self) -> dict[str, int]:
-    return {"epoch": self._epoch, "batch": self._batch}
-
-  def restore(self, state: dict[str, int]) -> None:
-    self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
-
-  def __iter__(self) -> "PairBatches":
-    return self
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    if self._batch >= self.batches_per_epoch:
-      self._epoch, self._batch = self._epoch + 1, 0
-    batch_start = self._batch * self._batch_size
-    rows = slice(batch_start + self._process_rows.start, batch_start + self._process_rows.stop)
-    self._batch += 1
-    return _take_rows(self._epoch_instances(self._epoch), rows)
+  return batching.EpochBatches(lambda rng: create_pair_instances(documents, rng, **pair_options),
+                               batch_size=batch_size, seed=seed, process_index=process_index,
+                               process_count=process_count)
 
 
-def fixed_batches(
-    documents: Sequence[Sequence[Sequence[int]]],
-    *,
-    batch_size: int,
-    max_seq_length: int,
-    short_seq_prob: float,
-    seed: int,
-    cls_id: int,
-    sep_id: int,
-    pad_id: int,
-    random_next_prob: float = 0.5,
-    num_batches: int | None = None,
-    process_index: int = 0,
-    process_count: int = 1,
-) -> list[dict[str, np.ndarray]]:
-  """Evaluation batches that are the same on every call, so eval metrics compare across steps.
-
-  Pairs are drawn once from ``seed`` and shuffled, so ``num_batches`` (None: all pairs) samples the
-  whole corpus. The last batch is padded with rows of pad_id whose example_weights are 0, so no
-  pair is dropped. Each process gets its own rows, as in ``PairBatches``.
-  """
-  process_rows = _process_rows(batch_size, process_index, process_count)
+def fixed_pair_batches(documents: Sequence[Sequence[Sequence[int]]], *, batch_size: int, seed: int,
+                       num_batches: int | None = None, process_index: int = 0,
+                       process_count: int = 1, **pair_options) -> list[dict[str, np.ndarray]]:
+  """Evaluation batches of sentence pairs, the same on every call (``batching.fixed_batches``)."""
   rng = np.random.default_rng(seed)
-  instances = create_pair_instances(documents, rng, max_seq_length, short_seq_prob, cls_id, sep_id,
-                                    pad_id, random_next_prob)
-  num_instances = len(instances["next_sentence_labels"])
-  if num_instances == 0:
-    raise ValueError(
-        f"the evaluation corpus gives no pairs at max_seq_length={max_seq_length}; add documents")
-  order = rng.permutation(num_instances)[:None if num_batches is None else num_batches * batch_size]
-  instances = _take_rows(instances, order)
-  instances["example_weights"] = np.ones(len(order), np.float32)
-  num_padding = -len(order) % batch_size
-  padding = {
-      "input_ids": np.full((num_padding, max_seq_length), pad_id, np.int32),
-      "segment_ids": np.zeros((num_padding, max_seq_length), np.int32),
-      "next_sentence_labels": np.zeros(num_padding, np.int32),
-      "example_weights": np.zeros(num_padding, np.float32),
-  }
-  instances = {key: np.concatenate([instances[key], padding[key]]) for key in instances}
-  return [
-      _take_rows(instances, slice(start + process_rows.start, start + process_rows.stop))
-      for start in range(0, len(order) + num_padding, batch_size)
-  ]
+  pairs = create_pair_instances(documents, rng, **pair_options)
+  return batching.fixed_batches(pairs, batch_size=batch_size, rng=rng, num_batches=num_batches,
+                                pad_values={"input_ids": pair_options["pad_id"]},
+                                process_index=process_index, process_count=process_count)

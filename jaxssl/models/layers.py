@@ -30,10 +30,11 @@ def layer_rngs(rng, count):
   return list(jax.random.split(rng, count))
 
 
-def dense(in_features, out_features, in_axis, out_axis, cfg, rngs, init_std=0.02):
+def dense(in_features, out_features, in_axis, out_axis, cfg, rngs, init_std=0.02,
+          use_bias=True):
   """A Linear layer with BERT's truncated-normal(0.02) initialisation and named axes."""
   return nnx.Linear(
-      in_features, out_features,
+      in_features, out_features, use_bias=use_bias,
       kernel_init=jax.nn.initializers.truncated_normal(init_std),
       kernel_metadata=axes(in_axis, out_axis), bias_metadata=axes(out_axis),
       dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
@@ -43,6 +44,13 @@ def layer_norm(features, cfg, rngs):
   return nnx.LayerNorm(
       features, epsilon=cfg.layer_norm_eps,
       scale_metadata=axes("embed"), bias_metadata=axes("embed"),
+      dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
+
+
+def rms_norm(features, cfg, rngs):
+  """Llama's norm: scale only, no centring and no bias (statistics in float32)."""
+  return nnx.RMSNorm(
+      features, epsilon=cfg.layer_norm_eps, scale_metadata=axes("embed"),
       dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
 
 
@@ -84,12 +92,25 @@ class SelfAttention(nnx.Module):
 
 
 class MLP(nnx.Module):
-  def __init__(self, cfg, rngs):
-    self.up = dense(cfg.hidden_size, cfg.mlp_dim, "embed", "mlp", cfg, rngs)
-    self.down = dense(cfg.mlp_dim, cfg.hidden_size, "mlp", "embed", cfg, rngs)
+  def __init__(self, cfg, rngs, use_bias=True):
+    self.up = dense(cfg.hidden_size, cfg.mlp_dim, "embed", "mlp", cfg, rngs, use_bias=use_bias)
+    self.down = dense(cfg.mlp_dim, cfg.hidden_size, "mlp", "embed", cfg, rngs, use_bias=use_bias)
 
   def __call__(self, x):  # (B, T, D) -> (B, T, D)
     return self.down(jax.nn.gelu(self.up(x), approximate=False))
+
+
+class SwiGLU(nnx.Module):
+  """Llama's gated MLP (Shazeer 2020): down(silu(gate(x)) * up(x))."""
+
+  def __init__(self, cfg, rngs, use_bias=True):
+    d, m = cfg.hidden_size, cfg.mlp_dim
+    self.gate = dense(d, m, "embed", "mlp", cfg, rngs, use_bias=use_bias)
+    self.up = dense(d, m, "embed", "mlp", cfg, rngs, use_bias=use_bias)
+    self.down = dense(m, d, "mlp", "embed", cfg, rngs, use_bias=use_bias)
+
+  def __call__(self, x):  # (B, T, D) -> (B, T, D)
+    return self.down(jax.nn.silu(self.gate(x)) * self.up(x))
 
 
 class PostLNBlock(nnx.Module):

@@ -1,0 +1,57 @@
+"""Text generation from a pretrained GPT workdir.
+
+    python -m jaxssl.generate --workdir=/tmp/gpt --prompt="The whale" --prompt="Fellow citizens"
+
+Prompts run as one ragged batch through the KV-cache decoder (``jaxssl.generation``);
+generation stops at the document separator or after ``--max_new_tokens``.
+"""
+
+import sys
+
+import jax
+from absl import app
+from absl import flags
+from absl import logging
+
+from jaxssl import generation
+from jaxssl import train
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A GPT pretraining workdir (jaxssl.main).")
+_PROMPTS = flags.DEFINE_multi_string("prompt", None, "Prompt text; repeat for a batch.")
+_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 60, "Tokens to generate at most.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "Softmax temperature; 0 is greedy.")
+_TOP_K = flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0: all).")
+_TOP_P = flags.DEFINE_float("top_p", 0.95, "Keep the smallest set with this mass (1: all).")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+flags.mark_flags_as_required(["workdir", "prompt"])
+
+
+def generate_text(workdir, prompts, *, max_new_tokens, temperature, top_k, top_p, seed):
+  """Continuations (text) of ``prompts`` (text) from the GPT in ``workdir``."""
+  config, _, tokenizer, graphdef, params = train.load_trained(workdir)
+  if config.objective != "gpt":
+    raise ValueError(f"workdir {workdir} holds a {config.objective!r} run; generation needs a GPT.")
+  outputs = generation.generate(
+      graphdef, params, [tokenizer.encode(prompt) for prompt in prompts],
+      max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+      stop_tokens=(tokenizer.sep_id,), pad_id=tokenizer.pad_id, rng=jax.random.key(seed))
+  return [tokenizer.decode(tokens) for tokens in outputs]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  try:
+    continuations = generate_text(
+        _WORKDIR.value, _PROMPTS.value, max_new_tokens=_MAX_NEW_TOKENS.value,
+        temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value, seed=_SEED.value)
+  except ValueError as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+  for prompt, continuation in zip(_PROMPTS.value, continuations):
+    print(f"{prompt} → {continuation}")
+
+
+if __name__ == "__main__":
+  app.run(main)
