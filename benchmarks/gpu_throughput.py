@@ -31,19 +31,38 @@ _TINY = flags.DEFINE_bool("tiny", False, "Tiny models and shapes (a CPU correctn
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed train steps per case.")
 
 PAD, CLS, SEP, MASK, FIRST_REGULAR = 0, 2, 3, 4, 5
-OPTIMIZER = types.SimpleNamespace(learning_rate=1e-4, warmup_steps=10, final_lr_fraction=0.0,
-                                  num_train_steps=1000, max_grad_norm=1.0, adam_b1=0.9,
-                                  adam_b2=0.999, adam_eps=1e-6, weight_decay=0.01)
+OPTIMIZER = types.SimpleNamespace(
+    learning_rate=1e-4,
+    warmup_steps=10,
+    final_lr_fraction=0.0,
+    num_train_steps=1000,
+    max_grad_norm=1.0,
+    adam_b1=0.9,
+    adam_b2=0.999,
+    adam_eps=1e-6,
+    weight_decay=0.01)
 
 
 def cases(tiny):
   """(name, family, model fields, batch, seq length, masked positions per row)."""
   if tiny:
-    return [("bert-tiny seq 32", "bert", {"size": "tiny", "vocab_size": 512}, 4, 32, 5),
-            ("gpt-tiny seq 32", "gpt", {"size": "tiny", "vocab_size": 512}, 4, 32, 0)]
-  return [("BERT-base seq 128", "bert", {"size": "base", "vocab_size": 30522}, 256, 128, 20),
-          ("BERT-base seq 512", "bert", {"size": "base", "vocab_size": 30522}, 64, 512, 76),
-          ("GPT-2 124M seq 1024", "gpt", {"size": "gpt2", "vocab_size": 50257}, 32, 1024, 0)]
+    return [("bert-tiny seq 32", "bert", {
+        "size": "tiny",
+        "vocab_size": 512
+    }, 4, 32, 5), ("gpt-tiny seq 32", "gpt", {
+        "size": "tiny",
+        "vocab_size": 512
+    }, 4, 32, 0)]
+  return [("BERT-base seq 128", "bert", {
+      "size": "base",
+      "vocab_size": 30522
+  }, 256, 128, 20), ("BERT-base seq 512", "bert", {
+      "size": "base",
+      "vocab_size": 30522
+  }, 64, 512, 76), ("GPT-2 124M seq 1024", "gpt", {
+      "size": "gpt2",
+      "vocab_size": 50257
+  }, 32, 1024, 0)]
 
 
 def matmul_rate(size):
@@ -76,32 +95,46 @@ def bert_batch(rng, batch, length, vocab):
   ids = rng.integers(FIRST_REGULAR, vocab, (batch, length))
   ids[:, 0], ids[:, length // 2], ids[:, -1] = CLS, SEP, SEP
   segments = (np.arange(length) > length // 2).astype(np.int32)[None].repeat(batch, 0)
-  return {"input_ids": ids.astype(np.int32), "segment_ids": segments,
-          "next_sentence_labels": rng.integers(0, 2, batch).astype(np.int32),
-          "example_weights": np.ones(batch, np.float32)}
+  return {
+      "input_ids": ids.astype(np.int32),
+      "segment_ids": segments,
+      "next_sentence_labels": rng.integers(0, 2, batch).astype(np.int32),
+      "example_weights": np.ones(batch, np.float32)
+  }
 
 
 def gpt_batch(rng, batch, length, vocab):
   ids = rng.integers(FIRST_REGULAR, vocab, (batch, length + 1)).astype(np.int32)
-  return {"input_ids": ids[:, :-1], "target_ids": ids[:, 1:],
-          "positions": np.arange(length, dtype=np.int32)[None].repeat(batch, 0),
-          "segment_ids": np.ones((batch, length), np.int32),
-          "target_weights": np.ones((batch, length), np.float32),
-          "example_weights": np.ones(batch, np.float32)}
+  return {
+      "input_ids": ids[:, :-1],
+      "target_ids": ids[:, 1:],
+      "positions": np.arange(length, dtype=np.int32)[None].repeat(batch, 0),
+      "segment_ids": np.ones((batch, length), np.int32),
+      "target_weights": np.ones((batch, length), np.float32),
+      "example_weights": np.ones(batch, np.float32)
+  }
 
 
 def measure(family, fields, batch_size, length, predictions, num_steps):
   """Seconds per train step (best of ``num_steps``) and the model config."""
-  fields = {**fields, "dtype": "bfloat16", "param_dtype": "float32", "dropout_rate": 0.0,
-            "attention_dropout_rate": 0.0}
+  fields = {
+      **fields, "dtype": "bfloat16",
+      "param_dtype": "float32",
+      "dropout_rate": 0.0,
+      "attention_dropout_rate": 0.0
+  }
   optimizer, _ = steps.make_optimizer(OPTIMIZER)
   rng = np.random.default_rng(0)
   if family == "bert":
     cfg = bert.BertConfig.from_dict(fields)
     model = bert.BertForPretraining(cfg, nnx.Rngs(0))
     options = types.SimpleNamespace(max_predictions_per_seq=predictions, mask_prob=0.15, nsp=True)
-    special = dict(special_ids=(PAD, CLS, SEP, MASK), vocab_size=cfg.vocab_size,
-                   first_regular_id=FIRST_REGULAR, mask_id=MASK, pad_id=PAD)
+    special = dict(
+        special_ids=(PAD, CLS, SEP, MASK),
+        vocab_size=cfg.vocab_size,
+        first_regular_id=FIRST_REGULAR,
+        mask_id=MASK,
+        pad_id=PAD)
     batch = bert_batch(rng, batch_size, length, cfg.vocab_size)
   else:
     cfg = gpt.GPTConfig.from_dict(fields)

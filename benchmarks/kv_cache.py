@@ -42,8 +42,8 @@ def main(argv):
   del argv
   cfg = gpt.GPTConfig.from_dict({"size": _SIZE.value, "dropout_rate": 0.0})
   graphdef, params = nnx.split(gpt.GPT(cfg, nnx.Rngs(0)))
-  full_forward = jax.jit(lambda params, tokens, segment_ids, positions: nnx.merge(
-      graphdef, params)(tokens, positions, segment_ids)[0][:, -1])
+  full_forward = jax.jit(lambda params, tokens, segment_ids, positions: nnx.merge(graphdef, params)
+                         (tokens, positions, segment_ids)[0][:, -1])
   rng = np.random.default_rng(0)
   prompts = rng.integers(5, cfg.vocab_size, (_BATCH.value, _PROMPT_LENGTH.value)).tolist()
   print(f"GPT {_SIZE.value}, batch {_BATCH.value}, prompt {_PROMPT_LENGTH.value} tokens, "
@@ -51,13 +51,22 @@ def main(argv):
   print("| generated tokens | KV cache ms/token | re-run prefix ms/token | ratio |")
   print("|---|---|---|---|")
   for length in map(int, _OUTPUT_LENGTHS.value):
-    cached = best_time(lambda: generation.generate(  # noqa: B023
-        graphdef, params, prompts, max_new_tokens=length, pad_id=0,
-        rng=jax.random.key(0)), _REPEATS.value) / length
+    cached = best_time(
+        lambda: generation.generate(  # noqa: B023
+            graphdef,
+            params,
+            prompts,
+            max_new_tokens=length,
+            pad_id=0,
+            rng=jax.random.key(0)),
+        _REPEATS.value) / length
     # The uncached path's cost for its last token: one forward over prompt + length tokens.
     tokens, segment_ids, positions = generation.left_pad(prompts, 0, extra=length)
-    rerun = best_time(lambda: jax.block_until_ready(full_forward(  # noqa: B023
-        params, tokens, segment_ids, positions)), _REPEATS.value)
+    rerun = best_time(
+        lambda: jax.block_until_ready(
+            full_forward(  # noqa: B023
+                params, tokens, segment_ids, positions)),
+        _REPEATS.value)
     print(f"| {length} | {cached * 1e3:.2f} | {rerun * 1e3:.2f} | {rerun / cached:.1f}x |")
 
 

@@ -43,7 +43,8 @@ def get_config(arg=None):
 
   # Data.
   config.dataset = "wikipedia/20230601.en" if accelerator else "jaxssl_corpus/en"  # TFDS name.
-  config.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data dir (None: TFDS default).
+  config.data_dir = ml_collections.FieldReference(
+      None, field_type=str)  # TFDS data dir (None: TFDS default).
   config.text_key = "text"  # Feature holding each document's text.
   config.train_split = "train"  # TFDS split to pretrain on.
   config.eval_split = "validation"  # TFDS split to evaluate on (train[:1%] for wikipedia).
@@ -51,10 +52,12 @@ def get_config(arg=None):
     config.eval_split = "train[:1%]"
   # Tokens per example, [CLS] A [SEP] B [SEP] + padding (64 on CPU: twice the updates per second).
   config.max_seq_length = 128 if accelerator else 64
-  config.max_predictions_per_seq = 20 if accelerator else 10  # Masked positions per example (MLM logits only there).
+  # Masked positions per example (MLM logits are computed only there).
+  config.max_predictions_per_seq = 20 if accelerator else 10
   config.short_seq_prob = 0.1  # Chance of a shorter target length (BERT: less train/test mismatch).
-  config.mask_prob = 0.15  # Fraction of tokens chosen for prediction (80% [MASK]/10% random/10% kept).
-  config.nsp = options["nsp"].lower() == "true"  # Next-sentence prediction on/off (off: B always follows A).
+  config.mask_prob = 0.15  # Share of tokens to predict (80% [MASK], 10% random, 10% kept).
+  config.nsp = options["nsp"].lower(
+  ) == "true"  # Next-sentence prediction on/off (off: B always follows A).
 
   # Tokenizer.
   config.vocab_size = 30522 if accelerator else 8000  # SentencePiece vocabulary = embedding rows.
@@ -65,7 +68,7 @@ def get_config(arg=None):
   config.model.size = size  # Preset in jaxssl.models.bert.PRESETS.
   config.model.max_position = 512  # Rows of the position table (max_seq_length may not exceed it).
   config.model.dropout_rate = 0.1 if accelerator else 0.0  # Hidden dropout (0 for short CPU runs).
-  config.model.attention_dropout_rate = 0.1 if accelerator else 0.0  # Attention-probability dropout.
+  config.model.attention_dropout_rate = 0.1 if accelerator else 0.0  # Attention-prob dropout.
   config.model.dtype = "bfloat16" if accelerator else "float32"  # Compute dtype.
   config.model.param_dtype = "float32"  # Storage dtype of parameters and optimizer state.
 
@@ -84,14 +87,17 @@ def get_config(arg=None):
   # Loop, evaluation, checkpoints.
   config.log_every = 1000 if accelerator else 25  # Steps between train metric records.
   config.eval_every = 10_000 if accelerator else 175  # Steps between evaluations (and at the end).
-  config.eval_batches = 50 if accelerator else 16  # Validation batches per evaluation (fixed examples).
-  config.checkpoint_every = 10_000 if accelerator else 175  # Steps between checkpoints (and at the end).
+  config.eval_batches = 50 if accelerator else 16  # Validation batches per eval (fixed examples).
+  config.checkpoint_every = 10_000 if accelerator else 175  # Steps between checkpoints (+ the end).
   config.keep_checkpoints = 3  # Checkpoints kept on disk (oldest deleted).
 
   # Parallelism: mesh axis sizes (product = device count; one may be -1) and how logical
   # parameter axes map onto them (None = replicated).
-  config.mesh = ml_collections.ConfigDict({"data": 1 if accelerator else -1,
-                                           "fsdp": -1 if accelerator else 1, "tensor": 1})
+  config.mesh = ml_collections.ConfigDict({
+      "data": 1 if accelerator else -1,
+      "fsdp": -1 if accelerator else 1,
+      "tensor": 1
+  })
   config.logical_axis_rules = ml_collections.ConfigDict({
       "embed": "fsdp",  # Hidden dimension of every weight: sharded for FSDP.
       "mlp": "tensor",  # MLP inner dimension.

@@ -35,7 +35,8 @@ def get_config(arg=None):
 
   # Data.
   config.dataset = "wikipedia/20230601.en" if accelerator else "jaxssl_corpus/en"  # TFDS name.
-  config.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data dir (None: TFDS default).
+  config.data_dir = ml_collections.FieldReference(
+      None, field_type=str)  # TFDS data dir (None: TFDS default).
   config.text_key = "text"  # Feature holding each document's text.
   config.train_split = "train"  # TFDS split to pretrain on.
   config.eval_split = "train[:1%]" if accelerator else "validation"  # TFDS split to evaluate on.
@@ -75,13 +76,16 @@ def get_config(arg=None):
   config.log_every = 1000 if accelerator else 25  # Steps between train metric records.
   config.eval_every = 10_000 if accelerator else 150  # Steps between evaluations (and at the end).
   config.eval_batches = 50 if accelerator else 16  # Validation batches per evaluation.
-  config.checkpoint_every = 10_000 if accelerator else 150  # Steps between checkpoints (and at the end).
+  config.checkpoint_every = 10_000 if accelerator else 150  # Steps between checkpoints (+ the end).
   config.keep_checkpoints = 3  # Checkpoints kept on disk (oldest deleted).
 
   # Parallelism: mesh axis sizes (product = device count; one may be -1) and how logical
   # parameter axes map onto them (None = replicated).
-  config.mesh = ml_collections.ConfigDict({"data": 1 if accelerator else -1,
-                                           "fsdp": -1 if accelerator else 1, "tensor": 1})
+  config.mesh = ml_collections.ConfigDict({
+      "data": 1 if accelerator else -1,
+      "fsdp": -1 if accelerator else 1,
+      "tensor": 1
+  })
   config.logical_axis_rules = ml_collections.ConfigDict({
       "embed": "fsdp",  # Hidden dimension of every weight: sharded for FSDP.
       "mlp": "tensor",  # MLP inner dimension.

@@ -14,8 +14,8 @@ from jaxssl.models import gpt
 
 def token_counts(documents, tokenizer):
   """Training-token frequencies (sentence-split token documents), specials zeroed."""
-  counts = np.bincount(np.concatenate([np.concatenate(doc) for doc in documents]),
-                       minlength=tokenizer.vocab_size)
+  counts = np.bincount(
+      np.concatenate([np.concatenate(doc) for doc in documents]), minlength=tokenizer.vocab_size)
   counts[:tokenizer.num_special] = 0
   return counts
 
@@ -27,8 +27,9 @@ class Bert:
 
   def __init__(self, config):
     self.config = config
-    self.model_config = bert.BertConfig.from_dict(
-        {**config.model.to_dict(), "vocab_size": config.vocab_size})
+    self.model_config = bert.BertConfig.from_dict({
+        **config.model.to_dict(), "vocab_size": config.vocab_size
+    })
 
   def check(self):
     config = self.config
@@ -41,21 +42,35 @@ class Bert:
 
   def batches(self, tokenizer, train_documents, eval_documents, processes):
     config = self.config
-    pair_options = dict(max_seq_length=config.max_seq_length, short_seq_prob=config.short_seq_prob,
-                        random_next_prob=0.5 if config.nsp else 0.0, cls_id=tokenizer.cls_id,
-                        sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id)
-    train = pretraining.pair_batches(train_documents, batch_size=config.batch_size,
-                                     seed=config.seed, **processes, **pair_options)
+    pair_options = dict(
+        max_seq_length=config.max_seq_length,
+        short_seq_prob=config.short_seq_prob,
+        random_next_prob=0.5 if config.nsp else 0.0,
+        cls_id=tokenizer.cls_id,
+        sep_id=tokenizer.sep_id,
+        pad_id=tokenizer.pad_id)
+    train = pretraining.pair_batches(
+        train_documents,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        **processes,
+        **pair_options)
     evaluation = pretraining.fixed_pair_batches(
-        eval_documents, batch_size=config.batch_size, seed=config.seed + 1,
-        num_batches=config.eval_batches, **processes, **pair_options)
+        eval_documents,
+        batch_size=config.batch_size,
+        seed=config.seed + 1,
+        num_batches=config.eval_batches,
+        **processes,
+        **pair_options)
     return train, evaluation
 
   def steps(self, graphdef, optimizer, tokenizer):
-    special = dict(special_ids=(tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id,
-                                tokenizer.mask_id),
-                   vocab_size=tokenizer.vocab_size, first_regular_id=tokenizer.num_special,
-                   mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id)
+    special = dict(
+        special_ids=(tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id),
+        vocab_size=tokenizer.vocab_size,
+        first_regular_id=tokenizer.num_special,
+        mask_id=tokenizer.mask_id,
+        pad_id=tokenizer.pad_id)
     return (steps.make_bert_train_step(graphdef, optimizer, self.config, special),
             steps.make_bert_eval_step(graphdef, self.config, special))
 
@@ -85,8 +100,9 @@ class Gpt:
 
   def __init__(self, config):
     self.config = config
-    self.model_config = gpt.GPTConfig.from_dict(
-        {**config.model.to_dict(), "vocab_size": config.vocab_size})
+    self.model_config = gpt.GPTConfig.from_dict({
+        **config.model.to_dict(), "vocab_size": config.vocab_size
+    })
 
   def check(self):
     pass  # max_seq_length against the position table is checked for every family
@@ -97,13 +113,20 @@ class Gpt:
   def batches(self, tokenizer, train_documents, eval_documents, processes):
     config = self.config
     options = dict(max_seq_length=config.max_seq_length, separator_id=tokenizer.sep_id)
-    train = packing.packed_batches(packing.flatten_documents(train_documents),
-                                   batch_size=config.batch_size, seed=config.seed,
-                                   **processes, **options)
+    train = packing.packed_batches(
+        packing.flatten_documents(train_documents),
+        batch_size=config.batch_size,
+        seed=config.seed,
+        **processes,
+        **options)
     evaluation = packing.fixed_packed_batches(
-        packing.flatten_documents(eval_documents), batch_size=config.batch_size,
-        seed=config.seed + 1, pad_id=tokenizer.pad_id, num_batches=config.eval_batches,
-        **processes, **options)
+        packing.flatten_documents(eval_documents),
+        batch_size=config.batch_size,
+        seed=config.seed + 1,
+        pad_id=tokenizer.pad_id,
+        num_batches=config.eval_batches,
+        **processes,
+        **options)
     return train, evaluation
 
   def steps(self, graphdef, optimizer, tokenizer):
@@ -128,5 +151,6 @@ FAMILIES = {"bert": Bert, "gpt": Gpt}
 
 def family(config):
   if config.objective not in FAMILIES:
-    raise ValueError(f"objective={config.objective!r} is not supported; use one of {sorted(FAMILIES)}.")
+    raise ValueError(
+        f"objective={config.objective!r} is not supported; use one of {sorted(FAMILIES)}.")
   return FAMILIES[config.objective](config)

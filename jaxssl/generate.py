@@ -32,9 +32,15 @@ def generate_text(workdir, prompts, *, max_new_tokens, temperature, top_k, top_p
   if config.objective != "gpt":
     raise ValueError(f"workdir {workdir} holds a {config.objective!r} run; generation needs a GPT.")
   outputs = generation.generate(
-      graphdef, params, [tokenizer.encode(prompt) for prompt in prompts],
-      max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-      stop_tokens=(tokenizer.sep_id,), pad_id=tokenizer.pad_id, rng=jax.random.key(seed))
+      graphdef,
+      params, [tokenizer.encode(prompt) for prompt in prompts],
+      max_new_tokens=max_new_tokens,
+      temperature=temperature,
+      top_k=top_k,
+      top_p=top_p,
+      stop_tokens=(tokenizer.sep_id,),
+      pad_id=tokenizer.pad_id,
+      rng=jax.random.key(seed))
   return [tokenizer.decode(tokens) for tokens in outputs]
 
 
@@ -44,8 +50,13 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   try:
     continuations = generate_text(
-        _WORKDIR.value, _PROMPTS.value, max_new_tokens=_MAX_NEW_TOKENS.value,
-        temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value, seed=_SEED.value)
+        _WORKDIR.value,
+        _PROMPTS.value,
+        max_new_tokens=_MAX_NEW_TOKENS.value,
+        temperature=_TEMPERATURE.value,
+        top_k=_TOP_K.value,
+        top_p=_TOP_P.value,
+        seed=_SEED.value)
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)

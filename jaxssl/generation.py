@@ -101,8 +101,9 @@ def until_stop(generated, stop_tokens):
   return rows
 
 
-@functools.partial(jax.jit, static_argnames=(
-    "graphdef", "max_new_tokens", "temperature", "top_k", "top_p", "cache_dtype"))
+@functools.partial(
+    jax.jit,
+    static_argnames=("graphdef", "max_new_tokens", "temperature", "top_k", "top_p", "cache_dtype"))
 def _generate_ids(graphdef, params, tokens, segment_ids, positions, rng, stop_tokens, pad_id, *,
                   max_new_tokens, temperature, top_k, top_p, cache_dtype):
   """Prefill, then a while_loop of single-token decode steps; returns (B, max_new_tokens) ids.
@@ -134,8 +135,18 @@ def _generate_ids(graphdef, params, tokens, segment_ids, positions, rng, stop_to
   return jax.lax.while_loop(unfinished, decode_step, state)[-1]
 
 
-def generate(model_graphdef, params, prompts, *, max_new_tokens, temperature=0.0, top_k=0,
-             top_p=1.0, stop_tokens=(), pad_id, rng, cache_dtype=None):
+def generate(model_graphdef,
+             params,
+             prompts,
+             *,
+             max_new_tokens,
+             temperature=0.0,
+             top_k=0,
+             top_p=1.0,
+             stop_tokens=(),
+             pad_id,
+             rng,
+             cache_dtype=None):
   """Samples a continuation of each prompt (a list of token ids) with a KV cache.
 
   Returns one list per prompt: at most ``max_new_tokens`` new ids, ending just before the
@@ -148,9 +159,18 @@ def generate(model_graphdef, params, prompts, *, max_new_tokens, temperature=0.0
   check_request(cfg, prompts, max_new_tokens, temperature, top_k, top_p)
   tokens, segment_ids, positions = left_pad(prompts, pad_id)
   generated = _generate_ids(
-      model_graphdef, params, tokens, segment_ids, positions, rng,
-      np.asarray(stop_tokens, np.int32), np.int32(pad_id), max_new_tokens=max_new_tokens,
-      temperature=float(temperature), top_k=top_k, top_p=float(top_p),
+      model_graphdef,
+      params,
+      tokens,
+      segment_ids,
+      positions,
+      rng,
+      np.asarray(stop_tokens, np.int32),
+      np.int32(pad_id),
+      max_new_tokens=max_new_tokens,
+      temperature=float(temperature),
+      top_k=top_k,
+      top_p=float(top_p),
       cache_dtype=None if cache_dtype is None else jnp.dtype(cache_dtype))
   return until_stop(generated, stop_tokens)
 
@@ -162,8 +182,17 @@ def _logits_at(graphdef, params, tokens, segment_ids, positions, index):
   return logits[:, index]
 
 
-def generate_without_cache(model_graphdef, params, prompts, *, max_new_tokens, temperature=0.0,
-                           top_k=0, top_p=1.0, stop_tokens=(), pad_id, rng):
+def generate_without_cache(model_graphdef,
+                           params,
+                           prompts,
+                           *,
+                           max_new_tokens,
+                           temperature=0.0,
+                           top_k=0,
+                           top_p=1.0,
+                           stop_tokens=(),
+                           pad_id,
+                           rng):
   """``generate`` without a KV cache: re-runs the whole sequence for every token.
 
   Slow (quadratic) and kept only as the reference the cached path is tested against. The
@@ -178,8 +207,8 @@ def generate_without_cache(model_graphdef, params, prompts, *, max_new_tokens, t
   for step in range(max_new_tokens):
     logits = _logits_at(model_graphdef, params, tokens, segment_ids, positions,
                         prompt_length + step - 1)
-    token = np.asarray(sample_logits(jax.random.fold_in(rng, step), logits, temperature, top_k,
-                                     top_p))
+    token = np.asarray(
+        sample_logits(jax.random.fold_in(rng, step), logits, temperature, top_k, top_p))
     token = np.where(done, pad_id, token)
     tokens[:, prompt_length + step] = token
     done |= np.isin(token, stop_tokens)

@@ -27,11 +27,12 @@ def parse_flags(argv):
   """absl's parser, with a bad flag or config override as one line and exit status 2."""
   try:
     return flags.FLAGS(argv)
-  except flags.Error as error:  # a config file's own error arrives with its traceback: keep its last line
+  except flags.Error as error:  # a config file's error comes with its traceback: keep the end
     print(f"error: {str(error).strip().splitlines()[-1]}", file=sys.stderr)
-  except (AttributeError, KeyError) as error:  # config_flags: override of a field that does not exist
+  except (AttributeError, KeyError) as error:  # config_flags: a field that does not exist
     field = str(error).strip("\"'")
-    print(f"error: unknown config field {field!r}; the --config file lists every field.", file=sys.stderr)
+    print(f"error: unknown config field {field!r}; the --config file lists every field.",
+          file=sys.stderr)
   sys.exit(2)
 
 

@@ -18,7 +18,8 @@ class MetricWriter:
     self.enabled = jax.process_index() == 0
     if self.enabled:
       path = os.path.join(workdir, "metrics.jsonl")
-      kept = [r for r in read_metrics(workdir) if r["step"] <= start_step] if os.path.exists(path) else []
+      kept = [r for r in read_metrics(workdir) if r["step"] <= start_step
+             ] if os.path.exists(path) else []
       with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in kept)
       os.replace(path + ".tmp", path)

@@ -9,8 +9,15 @@ import jax.numpy as jnp
 import optax
 
 
-def mask_tokens(rng, input_ids, *, special_ids, vocab_size, first_regular_id, mask_id,
-                max_predictions, mask_prob=0.15):
+def mask_tokens(rng,
+                input_ids,
+                *,
+                special_ids,
+                vocab_size,
+                first_regular_id,
+                mask_id,
+                max_predictions,
+                mask_prob=0.15):
   """Chooses and corrupts the tokens to predict, as in BERT, independently for every call.
 
   Per row, ``round(mask_prob * real_tokens)`` positions (at least 1, at most
@@ -25,7 +32,8 @@ def mask_tokens(rng, input_ids, *, special_ids, vocab_size, first_regular_id, ma
   is_special = jnp.isin(input_ids, jnp.asarray(special_ids))  # (B, T)
   real_tokens = jnp.sum(input_ids != special_ids[0], axis=1)  # special_ids[0] is [PAD]
   num_candidates = jnp.sum(~is_special, axis=1)
-  num_to_predict = jnp.clip(jnp.round(real_tokens * mask_prob).astype(jnp.int32), 1, max_predictions)
+  num_to_predict = jnp.clip(
+      jnp.round(real_tokens * mask_prob).astype(jnp.int32), 1, max_predictions)
   num_to_predict = jnp.minimum(num_to_predict, num_candidates)  # (B,)
 
   # A random score per token, candidates first: the top P are a uniform random subset.
@@ -36,9 +44,10 @@ def mask_tokens(rng, input_ids, *, special_ids, vocab_size, first_regular_id, ma
   masked_labels = jnp.take_along_axis(input_ids, masked_positions, axis=1)  # (B, P)
 
   action = jax.random.uniform(action_rng, masked_positions.shape)
-  random_tokens = jax.random.randint(
-      random_token_rng, masked_positions.shape, first_regular_id, vocab_size, input_ids.dtype)
-  replacement = jnp.where(action < 0.8, mask_id, jnp.where(action < 0.9, random_tokens, masked_labels))
+  random_tokens = jax.random.randint(random_token_rng, masked_positions.shape, first_regular_id,
+                                     vocab_size, input_ids.dtype)
+  replacement = jnp.where(action < 0.8, mask_id,
+                          jnp.where(action < 0.9, random_tokens, masked_labels))
   replacement = jnp.where(masked_weights > 0, replacement, masked_labels)
   rows = jnp.arange(input_ids.shape[0])[:, None]
   masked_input_ids = input_ids.at[rows, masked_positions].set(replacement)

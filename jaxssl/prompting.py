@@ -84,8 +84,10 @@ def label_log_probs(score_fn, prompts_ids, label_ids):
   unique = list(dict.fromkeys(sequences))
   scores = dict(zip(unique, score_fn([list(sequence) for sequence in unique])))
   label_lengths = [len(label) for label in label_ids] * len(prompts_ids)
-  sums = [np.sum(scores[sequence][len(sequence) - length:])
-          for sequence, length in zip(sequences, label_lengths)]
+  sums = [
+      np.sum(scores[sequence][len(sequence) - length:])
+      for sequence, length in zip(sequences, label_lengths)
+  ]
   return np.asarray(sums, np.float64).reshape(len(prompts_ids), len(label_ids))
 
 
@@ -170,8 +172,8 @@ def sample_demonstrations(pool, by_label, query, k, rng):
   Never the query itself: pool examples with its id or its text are skipped. ``by_label`` is
   ``indices_by_label(pool, ...)``, computed once for many queries.
   """
-  is_query = lambda example: (example["text"] == query["text"]
-                              or ("id" in query and example.get("id") == query["id"]))
+  is_query = lambda example: (
+      example["text"] == query["text"] or ("id" in query and example.get("id") == query["id"]))
 
   def shuffled(candidates):  # lazily: a few copies of the query are skipped, not searched for
     return (i for i in rng.permutation(candidates) if not is_query(pool[i]))
@@ -228,9 +230,17 @@ def check_shots(shots, pool_size):
                        "enlarge the pool.")
 
 
-def evaluate_shots(score_fn, tokenizer, examples_pool, test_examples, shots=(0, 1, 2, 4, 8),
-                   seed=0, *, max_prompt_tokens, label_words=corpora.SENTIMENT_LABELS,
-                   instruction=INSTRUCTION, template=TEMPLATE):
+def evaluate_shots(score_fn,
+                   tokenizer,
+                   examples_pool,
+                   test_examples,
+                   shots=(0, 1, 2, 4, 8),
+                   seed=0,
+                   *,
+                   max_prompt_tokens,
+                   label_words=corpora.SENTIMENT_LABELS,
+                   instruction=INSTRUCTION,
+                   template=TEMPLATE):
   """Accuracy of k-shot prompting for each k in ``shots``, uncalibrated and calibrated.
 
   Examples are dicts with 'text' and an int 'label' indexing ``label_words`` (and an optional
@@ -250,9 +260,10 @@ def evaluate_shots(score_fn, tokenizer, examples_pool, test_examples, shots=(0, 
     shortened.append(0)
     for example in test_examples:
       drawn = sample_demonstrations(examples_pool, by_label, example, k, rng)
-      shown, was_cut = fit_demonstrations(
-          tokenizer, instruction, [(d["text"], label_words[d["label"]]) for d in drawn],
-          (example["text"], CONTENT_FREE_QUERY), template, max_prompt_tokens)
+      shown, was_cut = fit_demonstrations(tokenizer, instruction,
+                                          [(d["text"], label_words[d["label"]]) for d in drawn],
+                                          (example["text"], CONTENT_FREE_QUERY), template,
+                                          max_prompt_tokens)
       shortened[-1] += was_cut
       prompts.append(tokenizer.encode(build_prompt(instruction, shown, example["text"], template)))
       content_free_prompts.append(
@@ -262,12 +273,17 @@ def evaluate_shots(score_fn, tokenizer, examples_pool, test_examples, shots=(0, 
   log_probs, content_free = np.split(log_probs, 2)
   labels = np.asarray([example["label"] for example in test_examples])
   rows = []
-  for k, k_log_probs, k_content_free, k_shortened in zip(
-      shots, np.split(log_probs, len(shots)), np.split(content_free, len(shots)), shortened):
+  for k, k_log_probs, k_content_free, k_shortened in zip(shots, np.split(log_probs, len(shots)),
+                                                         np.split(content_free, len(shots)),
+                                                         shortened):
     calibrated = calibrate(k_log_probs, k_content_free)
-    rows.append({"shots": k, "accuracy": float(np.mean(k_log_probs.argmax(-1) == labels)),
-                 "calibrated_accuracy": float(np.mean(calibrated.argmax(-1) == labels)),
-                 "n": len(test_examples), "shortened_prompts": k_shortened})
+    rows.append({
+        "shots": k,
+        "accuracy": float(np.mean(k_log_probs.argmax(-1) == labels)),
+        "calibrated_accuracy": float(np.mean(calibrated.argmax(-1) == labels)),
+        "n": len(test_examples),
+        "shortened_prompts": k_shortened
+    })
   return rows
 
 
@@ -281,12 +297,20 @@ def balanced_sample(examples, num_examples, label_words, seed):
                      f"{len(examples)} examples ({len(by_label[rarest])} are "
                      f"{label_words[rarest]}); use 1 to {most}.")
   rng = np.random.default_rng(seed)
-  chosen = np.concatenate([rng.choice(indices, quota, replace=False) for indices, quota
-                           in zip(by_label, balanced_quotas(num_examples, len(label_words), rng))])
+  chosen = np.concatenate([
+      rng.choice(indices, quota, replace=False)
+      for indices, quota in zip(by_label, balanced_quotas(num_examples, len(label_words), rng))
+  ])
   return [examples[i] for i in rng.permutation(chosen)]
 
 
-def evaluate_workdir(workdir, dataset, shots, num_examples, *, data_dir=None, batch_size=16,
+def evaluate_workdir(workdir,
+                     dataset,
+                     shots,
+                     num_examples,
+                     *,
+                     data_dir=None,
+                     batch_size=16,
                      seed=0):
   """The report of k-shot prompting the GPT in ``workdir`` on ``dataset``'s test split, with the
   train split as the demonstration pool."""
@@ -296,22 +320,36 @@ def evaluate_workdir(workdir, dataset, shots, num_examples, *, data_dir=None, ba
   data_dir = data_dir or config.get("data_dir")
   label_words = corpora.label_names(dataset, data_dir)
   pool = corpora.load_examples(dataset, "train", data_dir)
-  test = balanced_sample(corpora.load_examples(dataset, "test", data_dir), num_examples,
-                         label_words, seed)
+  test = balanced_sample(
+      corpora.load_examples(dataset, "test", data_dir), num_examples, label_words, seed)
   longest_label = max(len(ids) for ids in label_token_ids(tokenizer, label_words))
   max_prompt_tokens = family.model_config.max_position - longest_label
   score_fn = gpt_score_fn(graphdef, params, tokenizer.pad_id, batch_size)
-  rows = evaluate_shots(score_fn, tokenizer, pool, test, shots, seed,
-                        max_prompt_tokens=max_prompt_tokens, label_words=label_words)
+  rows = evaluate_shots(
+      score_fn,
+      tokenizer,
+      pool,
+      test,
+      shots,
+      seed,
+      max_prompt_tokens=max_prompt_tokens,
+      label_words=label_words)
   majority = int(np.bincount([example["label"] for example in pool]).argmax())
   workdir = os.path.abspath(workdir)
   return {
       "model": f"jaxssl GPT {config.model.size} ({os.path.basename(workdir)})",
-      "workdir": workdir, "dataset": dataset, "demonstration_split": "train",
-      "test_split": "test", "num_examples": len(test), "seed": seed,
+      "workdir": workdir,
+      "dataset": dataset,
+      "demonstration_split": "train",
+      "test_split": "test",
+      "num_examples": len(test),
+      "seed": seed,
       "label_words": list(label_words),
-      "instruction": INSTRUCTION, "template": TEMPLATE, "content_free_query": CONTENT_FREE_QUERY,
-      "max_prompt_tokens": max_prompt_tokens, "majority_class": label_words[majority],
+      "instruction": INSTRUCTION,
+      "template": TEMPLATE,
+      "content_free_query": CONTENT_FREE_QUERY,
+      "max_prompt_tokens": max_prompt_tokens,
+      "majority_class": label_words[majority],
       "majority_accuracy": float(np.mean([example["label"] == majority for example in test])),
       "rows": rows,
   }
@@ -323,10 +361,15 @@ def plot(report, path):
   fig = figure.Figure(figsize=(6, 4), layout="constrained")
   axes = fig.add_subplot()
   axes.plot(shots, [row["accuracy"] for row in report["rows"]], "o-", label="uncalibrated")
-  axes.plot(shots, [row["calibrated_accuracy"] for row in report["rows"]], "s--",
-            label="calibrated (content-free 'N/A')")
-  axes.axhline(report["majority_accuracy"], color="gray", linestyle=":",
-               label=f"majority class ({report['majority_class']})")
+  axes.plot(
+      shots, [row["calibrated_accuracy"] for row in report["rows"]],
+      "s--",
+      label="calibrated (content-free 'N/A')")
+  axes.axhline(
+      report["majority_accuracy"],
+      color="gray",
+      linestyle=":",
+      label=f"majority class ({report['majority_class']})")
   axes.set_xscale("symlog", base=2, linthresh=1)  # 0 shots on the same axis as 1, 2, 4, 8
   axes.set_xticks(shots, [str(k) for k in shots])
   axes.set_ylim(0, 1)
@@ -338,10 +381,13 @@ def plot(report, path):
 
 
 def markdown_table(report):
-  lines = ["| k | accuracy | calibrated accuracy | n | shortened prompts |",
-           "|---|---|---|---|---|"]
-  lines += [f"| {row['shots']} | {row['accuracy']:.3f} | {row['calibrated_accuracy']:.3f} | "
-            f"{row['n']} | {row['shortened_prompts']} |" for row in report["rows"]]
+  lines = [
+      "| k | accuracy | calibrated accuracy | n | shortened prompts |", "|---|---|---|---|---|"
+  ]
+  lines += [
+      f"| {row['shots']} | {row['accuracy']:.3f} | {row['calibrated_accuracy']:.3f} | "
+      f"{row['n']} | {row['shortened_prompts']} |" for row in report["rows"]
+  ]
   lines.append(f"\nMajority class ({report['majority_class']}): "
                f"{report['majority_accuracy']:.3f}")
   return "\n".join(lines)
@@ -360,9 +406,14 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
   try:
-    report = evaluate_workdir(_WORKDIR.value, _DATASET.value, parse_shots(_SHOTS.value),
-                              _NUM_EXAMPLES.value, data_dir=_DATA_DIR.value,
-                              batch_size=_BATCH_SIZE.value, seed=_SEED.value)
+    report = evaluate_workdir(
+        _WORKDIR.value,
+        _DATASET.value,
+        parse_shots(_SHOTS.value),
+        _NUM_EXAMPLES.value,
+        data_dir=_DATA_DIR.value,
+        batch_size=_BATCH_SIZE.value,
+        seed=_SEED.value)
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)

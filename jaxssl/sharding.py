@@ -23,11 +23,13 @@ def make_mesh(mesh_config):
   known = int(np.prod([s for s in sizes if s != -1]))
   if -1 in sizes:
     if num_devices % known:
-      raise ValueError(f"mesh={dict(zip(MESH_AXES, sizes))} does not divide the {num_devices} devices.")
+      raise ValueError(
+          f"mesh={dict(zip(MESH_AXES, sizes))} does not divide the {num_devices} devices.")
     sizes[sizes.index(-1)] = num_devices // known
   if int(np.prod(sizes)) != num_devices:
-    raise ValueError(f"mesh={dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} devices, "
-                     f"but {num_devices} are present; set mesh sizes whose product is {num_devices}.")
+    raise ValueError(
+        f"mesh={dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} devices, "
+        f"but {num_devices} are present; set mesh sizes whose product is {num_devices}.")
   return jax.make_mesh(sizes, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(sizes))
 
 
@@ -58,5 +60,7 @@ def batch_sharding(mesh):
 def global_batch(local_batch, mesh):
   """Assembles each process's rows (a dict of numpy arrays) into global jax Arrays."""
   sharding = batch_sharding(mesh)
-  return {name: jax.make_array_from_process_local_data(sharding, rows)
-          for name, rows in local_batch.items()}
+  return {
+      name: jax.make_array_from_process_local_data(sharding, rows)
+      for name, rows in local_batch.items()
+  }

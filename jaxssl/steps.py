@@ -28,21 +28,49 @@ def make_optimizer(config):
       optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps),
       optax.linear_schedule(config.learning_rate, config.learning_rate * config.final_lr_fraction,
                             max(config.num_train_steps - config.warmup_steps, 1)),
-  ], boundaries=[config.warmup_steps])
+  ],
+                                  boundaries=[config.warmup_steps])
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
   return optax.chain(
       optax.clip_by_global_norm(config.max_grad_norm),
-      optax.adamw(schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps,
-                  weight_decay=config.weight_decay, mask=decay_mask),
+      optax.adamw(
+          schedule,
+          b1=config.adam_b1,
+          b2=config.adam_b2,
+          eps=config.adam_eps,
+          weight_decay=config.weight_decay,
+          mask=decay_mask),
   ), schedule
+
+
+def make_train_step(loss_fn, optimizer):
+  """Returns ``train_step(state, batch, rng) -> (state, metric sums)`` for any objective.
+
+  ``loss_fn(params, batch, rng) -> (loss, sums)``. ``rng`` is the run's base key: each step
+  folds in its step number, so masks, dropout and hence a resumed run are fixed by
+  (seed, step) alone.
+  """
+
+  def train_step(state, batch, rng):
+    grads, sums = jax.grad(
+        loss_fn, has_aux=True)(state.params, batch, jax.random.fold_in(rng, state.step))
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    sums["grad_norm"] = optax.tree.norm(grads)
+    return TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state), sums
+
+  return train_step
 
 
 def _bert_outputs(graphdef, params, batch, rng, config, special, dropout_rng):
   """Masks the batch with ``rng`` and runs the pretraining model; returns (outputs, masking)."""
   masked_ids, positions, labels, weights = objectives.mask_tokens(
-      rng, batch["input_ids"], special_ids=special["special_ids"],
-      vocab_size=special["vocab_size"], first_regular_id=special["first_regular_id"],
-      mask_id=special["mask_id"], max_predictions=config.max_predictions_per_seq,
+      rng,
+      batch["input_ids"],
+      special_ids=special["special_ids"],
+      vocab_size=special["vocab_size"],
+      first_regular_id=special["first_regular_id"],
+      mask_id=special["mask_id"],
+      max_predictions=config.max_predictions_per_seq,
       mask_prob=config.mask_prob)
   weights = weights * batch["example_weights"][:, None]
   model = nnx.merge(graphdef, params)
@@ -53,38 +81,34 @@ def _bert_outputs(graphdef, params, batch, rng, config, special, dropout_rng):
 
 def bert_sums(outputs, labels, weights, batch):
   """Summed MLM and NSP loss/accuracy terms of one batch."""
-  mlm_loss, mlm_correct, mlm_count = objectives.classification_sums(
-      outputs["mlm_logits"], labels, weights)
-  nsp_loss, nsp_correct, nsp_count = objectives.classification_sums(
-      outputs["nsp_logits"], batch["next_sentence_labels"], batch["example_weights"])
-  return dict(mlm_loss_sum=mlm_loss, mlm_correct=mlm_correct, mlm_count=mlm_count,
-              nsp_loss_sum=nsp_loss, nsp_correct=nsp_correct, nsp_count=nsp_count)
+  mlm_loss, mlm_correct, mlm_count = objectives.classification_sums(outputs["mlm_logits"], labels,
+                                                                    weights)
+  nsp_loss, nsp_correct, nsp_count = objectives.classification_sums(outputs["nsp_logits"],
+                                                                    batch["next_sentence_labels"],
+                                                                    batch["example_weights"])
+  return dict(
+      mlm_loss_sum=mlm_loss,
+      mlm_correct=mlm_correct,
+      mlm_count=mlm_count,
+      nsp_loss_sum=nsp_loss,
+      nsp_correct=nsp_correct,
+      nsp_count=nsp_count)
 
 
 def make_bert_train_step(graphdef, optimizer, config, special):
-  """Returns ``train_step(state, batch, rng) -> (state, metric sums)``.
-
-  ``rng`` is the run's base key: each step folds in its step number, so the masks, the
-  dropout and hence a resumed run are fixed by (seed, step) alone.
-  """
+  """The MLM (+ NSP when ``config.nsp``) train step; see ``make_train_step``."""
 
   def loss_fn(params, batch, rng):
     mask_rng, dropout_rng = jax.random.split(rng)
-    outputs, (labels, weights) = _bert_outputs(
-        graphdef, params, batch, mask_rng, config, special, dropout_rng)
+    outputs, (labels, weights) = _bert_outputs(graphdef, params, batch, mask_rng, config, special,
+                                               dropout_rng)
     sums = bert_sums(outputs, labels, weights, batch)
     loss = objectives.mean_from_sums(sums["mlm_loss_sum"], sums["mlm_count"])
     if config.nsp:
       loss += objectives.mean_from_sums(sums["nsp_loss_sum"], sums["nsp_count"])
     return loss, sums
 
-  def train_step(state, batch, rng):
-    grads, sums = jax.grad(loss_fn, has_aux=True)(state.params, batch, jax.random.fold_in(rng, state.step))
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    sums["grad_norm"] = optax.tree.norm(grads)
-    return TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state), sums
-
-  return train_step
+  return make_train_step(loss_fn, optimizer)
 
 
 def make_bert_eval_step(graphdef, config, special):
@@ -103,30 +127,26 @@ def make_bert_eval_step(graphdef, config, special):
 def gpt_sums(graphdef, params, batch, dropout_rng=None):
   """Summed next-token loss/accuracy over the weighted targets of packed rows."""
   model = nnx.merge(graphdef, params)
-  logits, _ = model(batch["input_ids"], batch["positions"], batch["segment_ids"],
-                    dropout_rng=dropout_rng)  # (B, T, V)
+  logits, _ = model(
+      batch["input_ids"], batch["positions"], batch["segment_ids"],
+      dropout_rng=dropout_rng)  # (B, T, V)
   weights = batch["target_weights"] * batch["example_weights"][:, None]
   loss, correct, count = objectives.classification_sums(logits, batch["target_ids"], weights)
   return dict(lm_loss_sum=loss, lm_correct=correct, lm_count=count)
 
 
 def make_gpt_train_step(graphdef, optimizer):
-  """Returns ``train_step(state, batch, rng) -> (state, metric sums)`` for next-token prediction."""
+  """The next-token prediction train step; see ``make_train_step``."""
 
   def loss_fn(params, batch, rng):
     sums = gpt_sums(graphdef, params, batch, rng)
     return objectives.mean_from_sums(sums["lm_loss_sum"], sums["lm_count"]), sums
 
-  def train_step(state, batch, rng):
-    grads, sums = jax.grad(loss_fn, has_aux=True)(state.params, batch, jax.random.fold_in(rng, state.step))
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    sums["grad_norm"] = optax.tree.norm(grads)
-    return TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state), sums
-
-  return train_step
+  return make_train_step(loss_fn, optimizer)
 
 
 def make_gpt_eval_step(graphdef):
+
   def eval_step(params, batch, rng):
     del rng  # nothing random at evaluation
     return gpt_sums(graphdef, params, batch)

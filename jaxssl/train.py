@@ -46,8 +46,9 @@ def check_config(config, family, mesh):
     raise ValueError(f"vocab_size={config.vocab_size} leaves no room beside the special tokens.")
   parallel = sharding.batch_parallelism(mesh)
   if config.batch_size % parallel or config.batch_size % jax.process_count():
-    raise ValueError(f"batch_size={config.batch_size} is not divisible by the {parallel} data-parallel "
-                     f"devices (mesh data x fsdp) and {jax.process_count()} processes; use a multiple.")
+    raise ValueError(
+        f"batch_size={config.batch_size} is not divisible by the {parallel} data-parallel "
+        f"devices (mesh data x fsdp) and {jax.process_count()} processes; use a multiple.")
 
 
 def check_workdir(config, workdir):
@@ -60,8 +61,9 @@ def check_workdir(config, workdir):
   current = json.loads(config.to_json())
   for field in RUN_IDENTITY_FIELDS:
     if previous.get(field) != current.get(field):
-      raise ValueError(f"workdir {workdir} holds an incompatible run ({field}={previous.get(field)!r}, "
-                       f"this config has {current.get(field)!r}); use a new --workdir or that config.")
+      raise ValueError(
+          f"workdir {workdir} holds an incompatible run ({field}={previous.get(field)!r}, "
+          f"this config has {current.get(field)!r}); use a new --workdir or that config.")
 
 
 def load_tokenizer(config, workdir, train_texts, scratch_dir):
@@ -79,8 +81,9 @@ def load_tokenizer(config, workdir, train_texts, scratch_dir):
       copy_from_process_zero(path)
   tokenizer = tokenizer_lib.Tokenizer.load(path)
   if tokenizer.vocab_size != config.vocab_size:
-    raise ValueError(f"tokenizer {path} has {tokenizer.vocab_size} tokens but the "
-                     f"model embeds vocab_size={config.vocab_size}; set vocab_size={tokenizer.vocab_size}.")
+    raise ValueError(
+        f"tokenizer {path} has {tokenizer.vocab_size} tokens but the "
+        f"model embeds vocab_size={config.vocab_size}; set vocab_size={tokenizer.vocab_size}.")
   return tokenizer
 
 
@@ -125,7 +128,8 @@ def load_trained(workdir):
   """A finished or running workdir's (config, family, tokenizer, graphdef, params) on one device."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
-    raise ValueError(f"workdir {workdir} holds no run (no config.json); train one with jaxssl.main.")
+    raise ValueError(
+        f"workdir {workdir} holds no run (no config.json); train one with jaxssl.main.")
   with open(path, encoding="utf-8") as f:
     config = ml_collections.ConfigDict(json.load(f))
   family = families.family(config)
@@ -157,8 +161,10 @@ def run(config, workdir):
   check_workdir(config, workdir)
 
   # --- Corpus and tokenizer (trained into a scratch dir until every check has passed).
-  train_texts = corpora.load_texts(config.dataset, config.train_split, config.data_dir, config.text_key)
-  eval_texts = corpora.load_texts(config.dataset, config.eval_split, config.data_dir, config.text_key)
+  train_texts = corpora.load_texts(config.dataset, config.train_split, config.data_dir,
+                                   config.text_key)
+  eval_texts = corpora.load_texts(config.dataset, config.eval_split, config.data_dir,
+                                  config.text_key)
   scratch_dir = tempfile.mkdtemp(prefix="jaxssl_")
   try:
     tokenizer = load_tokenizer(config, workdir, train_texts, scratch_dir)
@@ -199,7 +205,8 @@ def run(config, workdir):
       state = jax.jit(init_state, out_shardings=state_sharding)()
     else:
       abstract_sharded = jax.tree.map(
-          lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, state_sharding)
+          lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state,
+          state_sharding)
       state, data_position = checkpointer.restore(start_step, abstract_sharded)
       train_batches.restore(data_position)
   rng = jax.random.key(config.seed)
@@ -209,7 +216,8 @@ def run(config, workdir):
     totals = None
     with jax.set_mesh(mesh):
       for index, batch in enumerate(eval_batches):
-        sums = eval_step(state.params, sharding.global_batch(batch, mesh), jax.random.fold_in(eval_rng, index))
+        sums = eval_step(state.params, sharding.global_batch(batch, mesh),
+                         jax.random.fold_in(eval_rng, index))
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     return {**steps.summarize(totals), **baseline}
 
@@ -219,8 +227,12 @@ def run(config, workdir):
   tokens_per_step = config.batch_size * config.max_seq_length
   step = start_step
   eval_metrics = {}
-  progress = tqdm(total=config.num_train_steps, initial=start_step, desc=f"{config.objective} pretrain",
-                  disable=jax.process_index() != 0, dynamic_ncols=True)
+  progress = tqdm(
+      total=config.num_train_steps,
+      initial=start_step,
+      desc=f"{config.objective} pretrain",
+      disable=jax.process_index() != 0,
+      dynamic_ncols=True)
   window_sums, window_steps, window_start = None, 0, time.perf_counter()
   with jax.set_mesh(mesh):
     while step < config.num_train_steps:
@@ -236,8 +248,9 @@ def run(config, workdir):
         train_metrics["tokens_per_second"] = window_steps * tokens_per_step / elapsed
         train_metrics["learning_rate"] = float(schedule(step))
         writer.write(step, "train", train_metrics)
-        progress.set_postfix(loss=f"{train_metrics[family.progress_metric]:.3f}",
-                             tok_s=f"{train_metrics['tokens_per_second']:.0f}")
+        progress.set_postfix(
+            loss=f"{train_metrics[family.progress_metric]:.3f}",
+            tok_s=f"{train_metrics['tokens_per_second']:.0f}")
         window_sums, window_steps, window_start = None, 0, time.perf_counter()
       if step % config.eval_every == 0 or step == config.num_train_steps:
         eval_metrics = evaluate()

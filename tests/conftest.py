@@ -68,10 +68,21 @@ def config_flags(config):
 
 def run_main(config, workdir, env=None, extra=(), **popen_kwargs):
   """Starts ``python -m jaxssl.main`` on ``config`` in a subprocess."""
-  command = [sys.executable, "-m", "jaxssl.main", "--config=configs/bert_pretrain.py:size=tiny",
-             f"--workdir={workdir}", *config_flags(config), *extra]
-  return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})},
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_kwargs)
+  command = [
+      sys.executable, "-m", "jaxssl.main", "--config=configs/bert_pretrain.py:size=tiny",
+      f"--workdir={workdir}", *config_flags(config), *extra
+  ]
+  return subprocess.Popen(
+      command,
+      cwd=ROOT,
+      env={
+          **os.environ,
+          **(env or {})
+      },
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      **popen_kwargs)
 
 
 def small_gpt_config(tfds_dir, tokenizer_path):

@@ -27,19 +27,26 @@ def test_unknown_config_key(tiny_config, tmp_path):
 
 
 def test_unknown_config_argument(tmp_path):
-  process = subprocess.run(
-      [sys.executable, "-m", "jaxssl.main", "--config=configs/bert_pretrain.py:size=huge",
-       f"--workdir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  process = subprocess.run([
+      sys.executable, "-m", "jaxssl.main", "--config=configs/bert_pretrain.py:size=huge",
+      f"--workdir={tmp_path / 'run'}"
+  ],
+                           cwd=ROOT,
+                           capture_output=True,
+                           text=True,
+                           timeout=300)
   assert process.returncode != 0
   assert "model.size='huge' is not a preset" in process.stderr.strip().splitlines()[-1]
   assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("dataset, split, expected", [
-    ("jaxssl_corpus/no_such_corpus", "train", "no_such_corpus"),
-    ("no_such_dataset", "train", "no_such_dataset"),
-    (SMALL_CORPUS, "train[:0]", "train[:0]"),  # an empty corpus
-])
+@pytest.mark.parametrize(
+    "dataset, split, expected",
+    [
+        ("jaxssl_corpus/no_such_corpus", "train", "no_such_corpus"),
+        ("no_such_dataset", "train", "no_such_dataset"),
+        (SMALL_CORPUS, "train[:0]", "train[:0]"),  # an empty corpus
+    ])
 def test_missing_or_empty_corpus(tiny_config, tmp_path, dataset, split, expected):
   tiny_config.dataset = dataset
   tiny_config.train_split = split
@@ -55,8 +62,11 @@ def test_max_seq_length_above_position_table(tiny_config, tmp_path):
 
 def test_batch_not_divisible_by_data_parallel_devices(tiny_config, tmp_path):
   tiny_config.batch_size = 12
-  fails_with(tiny_config, tmp_path / "run", "batch_size=12 is not divisible by the 8 data-parallel",
-             env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+  fails_with(
+      tiny_config,
+      tmp_path / "run",
+      "batch_size=12 is not divisible by the 8 data-parallel",
+      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
   assert not (tmp_path / "run").exists()
 
 

@@ -124,9 +124,7 @@ def test_split_sentences_english():
 
 def test_split_sentences_chinese():
   text = "他说：“好。”然后走了！真的吗？是的；再见\n第二行。"
-  assert pretraining.split_sentences(text) == [
-      "他说：“好。”", "然后走了！", "真的吗？", "是的；", "再见", "第二行。"
-  ]
+  assert pretraining.split_sentences(text) == ["他说：“好。”", "然后走了！", "真的吗？", "是的；", "再见", "第二行。"]
 
 
 def test_tokenize_documents_drops_empty_sentences_and_documents(tokenizer):
@@ -185,10 +183,8 @@ def test_pair_rows_have_bert_layout_on_real_text(tokenizer, moby_texts):
 
 
 def test_next_sentence_labels_are_balanced():
-  documents = unique_token_documents(seed=0,
-                                     num_documents=40,
-                                     num_sentences=(200, 200),
-                                     max_sentence_length=10)
+  documents = unique_token_documents(
+      seed=0, num_documents=40, num_sentences=(200, 200), max_sentence_length=10)
   instances = pretraining.create_pair_instances(documents, np.random.default_rng(0), 32, 0.0,
                                                 **SPECIAL_IDS)
   labels = instances["next_sentence_labels"]
@@ -276,7 +272,8 @@ def test_one_sentence_documents_split_the_sentence_for_real_continuations():
     same_document = segment_a[0] // 100 == segment_b[0] // 100
     assert same_document == (label == 0)
     if label == 0:  # A and B are the two halves of the one sentence
-      np.testing.assert_array_equal(np.concatenate([segment_a, segment_b]), documents[row[1] // 100][0])
+      np.testing.assert_array_equal(
+          np.concatenate([segment_a, segment_b]), documents[row[1] // 100][0])
   one_token = pretraining.create_pair_instances([[[7]]], np.random.default_rng(0), 32, 0.0,
                                                 **SPECIAL_IDS)
   assert one_token["input_ids"].shape == (0, 32)
@@ -375,8 +372,12 @@ def test_too_small_corpora_raise(synthetic_documents):
   with pytest.raises(ValueError, match="process_count=3"):
     pair_batches(synthetic_documents, process_count=3)
   with pytest.raises(ValueError, match="no examples"):
-    pretraining.fixed_pair_batches(
-        [], batch_size=8, max_seq_length=32, short_seq_prob=0.1, seed=0, **SPECIAL_IDS)
+    pretraining.fixed_pair_batches([],
+                                   batch_size=8,
+                                   max_seq_length=32,
+                                   short_seq_prob=0.1,
+                                   seed=0,
+                                   **SPECIAL_IDS)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,8 +25,13 @@ def make_model(size, seed=0, **overrides):
   BERT's 0.02 initialisation gives a near-identity network that mostly repeats its input
   token; noise on every parameter makes the tests sensitive to masks and positions.
   """
-  cfg = gpt.GPTConfig.from_dict(
-      {"size": size, "vocab_size": VOCAB, "max_position": 64, "dropout_rate": 0.0, **overrides})
+  cfg = gpt.GPTConfig.from_dict({
+      "size": size,
+      "vocab_size": VOCAB,
+      "max_position": 64,
+      "dropout_rate": 0.0,
+      **overrides
+  })
   graphdef, params = nnx.split(gpt.GPT(cfg, nnx.Rngs(seed)))
   noise = np.random.default_rng(seed)
   return graphdef, jax.tree.map(
@@ -52,8 +57,13 @@ def forward(model, tokens, positions=None, segment_ids=None):
 
 
 def greedy(model, prompts, generate=generation.generate, **kwargs):
-  return generate(*model, prompts, max_new_tokens=kwargs.pop("max_new_tokens", 8), pad_id=PAD,
-                  rng=jax.random.key(0), **kwargs)
+  return generate(
+      *model,
+      prompts,
+      max_new_tokens=kwargs.pop("max_new_tokens", 8),
+      pad_id=PAD,
+      rng=jax.random.key(0),
+      **kwargs)
 
 
 def test_cached_greedy_tokens_equal_full_recompute(model):
@@ -66,8 +76,9 @@ def test_cached_greedy_tokens_equal_full_recompute(model):
 def test_cached_sampling_equals_full_recompute():
   model = make_model("llama-tiny")
   settings = dict(temperature=1.0, top_k=20, top_p=0.9)
-  assert (greedy(model, PROMPTS, **settings)
-          == greedy(model, PROMPTS, generation.generate_without_cache, **settings))
+  assert (greedy(model, PROMPTS,
+                 **settings) == greedy(model, PROMPTS, generation.generate_without_cache,
+                                       **settings))
 
 
 def test_cache_logits_equal_full_forward(model):
@@ -128,8 +139,8 @@ def test_gqa_equals_multi_head_attention_with_repeated_key_value_heads():
       block["attention"][name]["kernel"] = repeat(block["attention"][name]["kernel"])
   nnx.replace_by_pure_dict(mha_params, mha_state)
   tokens = [[5, 17, 3, 40, 8, 22]]
-  np.testing.assert_allclose(forward((mha_graphdef, mha_params), tokens),
-                             forward((graphdef, params), tokens), atol=1e-5)
+  np.testing.assert_allclose(
+      forward((mha_graphdef, mha_params), tokens), forward((graphdef, params), tokens), atol=1e-5)
 
 
 def test_num_kv_heads_equal_to_num_heads_is_multi_head_attention():
@@ -147,14 +158,16 @@ def test_num_kv_heads_equal_to_num_heads_is_multi_head_attention():
 def test_rotary_scores_depend_only_on_position_differences():
   keys = jax.random.split(jax.random.key(0), 2)
   q, k = (jax.random.normal(key, (1, 1, 2, 64)) for key in keys)  # (B, T, N, H)
-  score = lambda i, j: jnp.sum(gpt.apply_rotary(q, jnp.array([[i]]), 10000.0)
-                               * gpt.apply_rotary(k, jnp.array([[j]]), 10000.0), axis=-1)
+  score = lambda i, j: jnp.sum(
+      gpt.apply_rotary(q, jnp.array([[i]]), 10000.0) * gpt.apply_rotary(
+          k, jnp.array([[j]]), 10000.0),
+      axis=-1)
   np.testing.assert_allclose(score(7, 3), score(107, 103), rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(score(0, 0), jnp.sum(q * k, axis=-1), rtol=1e-5, atol=1e-5)
   assert np.abs(score(7, 3) - score(3, 7)).max() > 1e-2  # the order of the pair matters
   half = gpt.apply_rotary(q, jnp.array([[1]]), 10000.0)  # rotate_half: pairs i and i + H/2
-  np.testing.assert_allclose(half[..., 0], q[..., 0] * np.cos(1) - q[..., 32] * np.sin(1),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+      half[..., 0], q[..., 0] * np.cos(1) - q[..., 32] * np.sin(1), rtol=1e-5)
 
 
 def test_every_parameter_has_logical_axes_and_param_dtype():
@@ -188,8 +201,8 @@ def draw(**settings):
 
 def test_temperature_zero_is_argmax():
   logits = jax.random.normal(jax.random.key(0), (16, VOCAB))
-  np.testing.assert_array_equal(generation.sample_logits(jax.random.key(1), logits),
-                                np.argmax(logits, axis=-1))
+  np.testing.assert_array_equal(
+      generation.sample_logits(jax.random.key(1), logits), np.argmax(logits, axis=-1))
 
 
 def test_top_k_never_samples_outside_the_k_largest():
@@ -205,8 +218,8 @@ def test_top_p_samples_the_renormalised_nucleus():
   nucleus = int(np.searchsorted(np.cumsum(probs), 0.75)) + 1  # smallest prefix with mass >= p
   assert nucleus == 3  # 0.40 + 0.24 + 0.15 = 0.79
   assert frequencies[nucleus:].sum() == 0
-  np.testing.assert_allclose(frequencies[:nucleus], probs[:nucleus] / probs[:nucleus].sum(),
-                             atol=0.02)
+  np.testing.assert_allclose(
+      frequencies[:nucleus], probs[:nucleus] / probs[:nucleus].sum(), atol=0.02)
   assert draw(temperature=1.0, top_p=0.01)[0] == 1.0  # always at least the top token
 
 
@@ -236,27 +249,62 @@ def test_stop_tokens_end_rows_early_while_others_continue():
     ([[5], []], {}, "prompts[1]"),
     ([[5, VOCAB]], {}, "prompts[0]"),
     ([[5] * 65], {}, "max_position=64"),
-    ([[5] * 60], {"max_new_tokens": 8}, "max_new_tokens=8"),
-    ([[5]], {"max_new_tokens": 0}, "max_new_tokens=0"),
-    ([[5]], {"temperature": -1.0}, "temperature=-1.0"),
-    ([[5]], {"top_k": -2}, "top_k=-2"),
-    ([[5]], {"top_k": VOCAB + 1}, f"top_k={VOCAB + 1}"),
-    ([[5]], {"top_p": 0.0}, "top_p=0.0"),
-    ([[5]], {"top_p": 1.5}, "top_p=1.5"),
+    ([[5] * 60], {
+        "max_new_tokens": 8
+    }, "max_new_tokens=8"),
+    ([[5]], {
+        "max_new_tokens": 0
+    }, "max_new_tokens=0"),
+    ([[5]], {
+        "temperature": -1.0
+    }, "temperature=-1.0"),
+    ([[5]], {
+        "top_k": -2
+    }, "top_k=-2"),
+    ([[5]], {
+        "top_k": VOCAB + 1
+    }, f"top_k={VOCAB + 1}"),
+    ([[5]], {
+        "top_p": 0.0
+    }, "top_p=0.0"),
+    ([[5]], {
+        "top_p": 1.5
+    }, "top_p=1.5"),
 ])
 def test_bad_requests_name_the_value(prompts, kwargs, names):
   graphdef, params = make_model("tiny")
   with pytest.raises(ValueError, match=re.escape(names)):
-    generation.generate(graphdef, params, prompts, **{"max_new_tokens": 4, **kwargs},
-                        pad_id=PAD, rng=jax.random.key(0))
+    generation.generate(
+        graphdef,
+        params,
+        prompts,
+        **{
+            "max_new_tokens": 4,
+            **kwargs
+        },
+        pad_id=PAD,
+        rng=jax.random.key(0))
 
 
 @pytest.mark.parametrize("fields, names", [
-    ({"size": "huge"}, "model.size='huge'"),
-    ({"norm": "batchnorm"}, "model.norm='batchnorm'"),
-    ({"num_heads": 4, "num_kv_heads": 3}, "num_kv_heads=3"),
-    ({"hidden_size": 100, "num_heads": 3}, "hidden_size=100"),
-    ({"positions": "rotary", "head_dim": 7}, "even head size"),
+    ({
+        "size": "huge"
+    }, "model.size='huge'"),
+    ({
+        "norm": "batchnorm"
+    }, "model.norm='batchnorm'"),
+    ({
+        "num_heads": 4,
+        "num_kv_heads": 3
+    }, "num_kv_heads=3"),
+    ({
+        "hidden_size": 100,
+        "num_heads": 3
+    }, "hidden_size=100"),
+    ({
+        "positions": "rotary",
+        "head_dim": 7
+    }, "even head size"),
 ])
 def test_bad_configs_name_the_value(fields, names):
   with pytest.raises(ValueError, match=re.escape(names)):

@@ -30,10 +30,10 @@ def test_loss_falls_below_the_unigram_model(trained_gpt):
 def test_generation_from_the_workdir(trained_gpt):
   workdir, _ = trained_gpt
   prompts = ["Call me Ishmael.", "The whale"]
-  greedy = generate.generate_text(workdir, prompts, max_new_tokens=12, temperature=0.0,
-                                  top_k=0, top_p=1.0, seed=0)
-  again = generate.generate_text(workdir, prompts, max_new_tokens=12, temperature=0.0,
-                                 top_k=0, top_p=1.0, seed=1)
+  greedy = generate.generate_text(
+      workdir, prompts, max_new_tokens=12, temperature=0.0, top_k=0, top_p=1.0, seed=0)
+  again = generate.generate_text(
+      workdir, prompts, max_new_tokens=12, temperature=0.0, top_k=0, top_p=1.0, seed=1)
   assert greedy == again and all(greedy)  # greedy ignores the seed; the model says something
 
 
@@ -45,7 +45,10 @@ def test_generate_cli_rejects_bad_prompts(trained_gpt, prompt, expected):
   workdir, _ = trained_gpt
   process = subprocess.run(
       [sys.executable, "-m", "jaxssl.generate", f"--workdir={workdir}", f"--prompt={prompt}"],
-      cwd=ROOT, capture_output=True, text=True, timeout=300)
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300)
   assert process.returncode == 2
   assert expected in process.stderr.strip().splitlines()[-1]
 
@@ -55,6 +58,9 @@ def test_generate_cli_rejects_a_bert_workdir(tmp_path, tiny_config):
   train.run(tiny_config, str(tmp_path))
   process = subprocess.run(
       [sys.executable, "-m", "jaxssl.generate", f"--workdir={tmp_path}", "--prompt=hello"],
-      cwd=ROOT, capture_output=True, text=True, timeout=300)
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300)
   assert process.returncode == 2
   assert "needs a GPT" in process.stderr

@@ -26,8 +26,13 @@ def make_batch(rows=512, length=128, seed=0):
 
 def mask(ids, seed=0, max_predictions=40):
   return objectives.mask_tokens(
-      jax.random.key(seed), ids, special_ids=(PAD, CLS, SEP, MASK), vocab_size=VOCAB,
-      first_regular_id=FIRST_REGULAR, mask_id=MASK, max_predictions=max_predictions)
+      jax.random.key(seed),
+      ids,
+      special_ids=(PAD, CLS, SEP, MASK),
+      vocab_size=VOCAB,
+      first_regular_id=FIRST_REGULAR,
+      mask_id=MASK,
+      max_predictions=max_predictions)
 
 
 def test_fifteen_percent_of_real_tokens_are_chosen():
@@ -76,8 +81,10 @@ def test_only_chosen_positions_change():
   ids = make_batch()
   masked, positions, _, weights = mask(ids)
   changed = np.argwhere(np.asarray(masked) != np.asarray(ids))
-  chosen = {(r, int(p)) for r, (ps, ws) in enumerate(zip(np.asarray(positions), np.asarray(weights)))
-            for p, w in zip(ps, ws) if w > 0}
+  chosen = {(r, int(p))
+            for r, (ps, ws) in enumerate(zip(np.asarray(positions), np.asarray(weights)))
+            for p, w in zip(ps, ws)
+            if w > 0}
   assert {tuple(x) for x in changed} <= chosen
 
 

@@ -10,7 +10,10 @@ SEP = 3
 
 def documents(lengths, start=100):
   """Documents of consecutive ids, each starting at a multiple of 1000 (so ids name them)."""
-  return [np.arange(start + 1000 * d, start + 1000 * d + n, dtype=np.int32) for d, n in enumerate(lengths)]
+  return [
+      np.arange(start + 1000 * d, start + 1000 * d + n, dtype=np.int32)
+      for d, n in enumerate(lengths)
+  ]
 
 
 def test_rows_are_the_stream_of_documents_and_separators():
@@ -18,7 +21,8 @@ def test_rows_are_the_stream_of_documents_and_separators():
   rows = packing.pack_documents(docs, None, 7, SEP)
   stream = np.concatenate([np.append(d, SEP) for d in docs])  # 41 tokens
   assert rows["input_ids"].shape == (41 // 8, 7)
-  flat = np.concatenate([np.append(i, t[-1]) for i, t in zip(rows["input_ids"], rows["target_ids"])])
+  flat = np.concatenate(
+      [np.append(i, t[-1]) for i, t in zip(rows["input_ids"], rows["target_ids"])])
   np.testing.assert_array_equal(flat, stream[:len(flat)])  # nothing padded, nothing skipped
   np.testing.assert_array_equal(rows["target_ids"][:, :-1], rows["input_ids"][:, 1:])
 
@@ -56,8 +60,8 @@ def test_epochs_reorder_documents_and_batches_resume():
 
 
 def test_fixed_batches_pad_with_zero_weight_rows():
-  batches = packing.fixed_packed_batches(documents([13] * 5), batch_size=4, seed=0,
-                                         max_seq_length=16, separator_id=SEP, pad_id=0)
+  batches = packing.fixed_packed_batches(
+      documents([13] * 5), batch_size=4, seed=0, max_seq_length=16, separator_id=SEP, pad_id=0)
   weights = np.concatenate([b["example_weights"] for b in batches])
   assert weights.sum() == (5 * 14) // 17 and len(weights) == 4
   padding = batches[-1]["target_weights"][batches[-1]["example_weights"] == 0]
@@ -66,4 +70,5 @@ def test_fixed_batches_pad_with_zero_weight_rows():
 
 def test_too_small_corpus_raises():
   with pytest.raises(ValueError, match="batch_size=8"):
-    packing.packed_batches(documents([5]), batch_size=8, seed=0, max_seq_length=16, separator_id=SEP)
+    packing.packed_batches(
+        documents([5]), batch_size=8, seed=0, max_seq_length=16, separator_id=SEP)

@@ -43,8 +43,12 @@ def tokenizer(tmp_path_factory):
 def model(tokenizer):
   """(graphdef, params) of a random tiny GPT; noise on every parameter makes its scores depend
   on the whole context (BERT's 0.02 initialisation is near the identity)."""
-  cfg = gpt.GPTConfig.from_dict({"size": "tiny", "vocab_size": tokenizer.vocab_size,
-                                 "max_position": 128, "dropout_rate": 0.0})
+  cfg = gpt.GPTConfig.from_dict({
+      "size": "tiny",
+      "vocab_size": tokenizer.vocab_size,
+      "max_position": 128,
+      "dropout_rate": 0.0
+  })
   graphdef, params = nnx.split(gpt.GPT(cfg, nnx.Rngs(0)))
   noise = np.random.default_rng(0)
   return graphdef, jax.tree.map(
@@ -65,22 +69,27 @@ def brute_force_log_prob(model, prompt, label):
 
 
 def examples(texts_by_label, start_id=0):
-  return [{"id": str(start_id + i), "text": text, "label": label}
-          for i, (label, text) in enumerate(texts_by_label)]
+  return [{
+      "id": str(start_id + i),
+      "text": text,
+      "label": label
+  } for i, (label, text) in enumerate(texts_by_label)]
 
 
 POOL = examples([(1, "A joyous, moving film."), (0, "Dull and far too long."),
                  (1, "Sharp writing and a great cast."), (0, "The plot makes no sense."),
                  (1, "I loved every minute."), (0, "A tired, lazy sequel.")])
 
-
 # ---------------------------------------------------------------------------------------------
 # Scores
 
 
 def test_label_log_probs_equal_brute_force_from_full_logits(model, tokenizer):
-  prompts = [prompting.build_prompt(prompting.INSTRUCTION, shown, query) for shown, query in [
-      ([], "A joyous film."), ([("Dull.", "negative")], "Loved it!"), ([], "Meh")]]
+  prompts = [
+      prompting.build_prompt(prompting.INSTRUCTION, shown, query)
+      for shown, query in [([], "A joyous film."), ([("Dull.", "negative")],
+                                                    "Loved it!"), ([], "Meh")]
+  ]
   prompts_ids = [tokenizer.encode(prompt) for prompt in prompts]
   label_ids = prompting.label_token_ids(tokenizer, LABEL_WORDS)
   assert all(len(ids) > 1 for ids in label_ids)  # multi-token labels: the sum is exercised
@@ -88,8 +97,9 @@ def test_label_log_probs_equal_brute_force_from_full_logits(model, tokenizer):
   score_fn = prompting.gpt_score_fn(*model, tokenizer.pad_id, batch_size=2)
   got = prompting.label_log_probs(score_fn, prompts_ids, label_ids)
 
-  expected = [[brute_force_log_prob(model, prompt, label) for label in label_ids]
-              for prompt in prompts_ids]
+  expected = [
+      [brute_force_log_prob(model, prompt, label) for label in label_ids] for prompt in prompts_ids
+  ]
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
   assert np.all(got < 0) and np.ptp(got) > 1  # real, varied log-probabilities
 
@@ -107,8 +117,8 @@ def test_gpt_score_fn_scores_a_sequence_the_same_alone_or_in_a_ragged_batch(mode
       assert np.isnan(one[0]) and np.isnan(other[0])  # the first token has no context
       np.testing.assert_allclose(other[1:], one[1:], rtol=1e-5, atol=1e-5)
   expected = jax.nn.log_softmax(full_logits(graphdef, params, np.asarray([sequences[1]])), -1)
-  np.testing.assert_allclose(alone[1][1:], expected[0, np.arange(30), sequences[1][1:]],
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+      alone[1][1:], expected[0, np.arange(30), sequences[1][1:]], rtol=1e-5, atol=1e-5)
 
 
 def test_gpt_score_fn_rejects_bad_input(model):
@@ -124,7 +134,7 @@ def test_gpt_score_fn_rejects_bad_input(model):
 
 def test_build_prompt_layout():
   prompt = prompting.build_prompt("Classify.", [("Great.", "positive"), ("Bad.", "negative")],
-                                   "Fine.")
+                                  "Fine.")
   assert prompt == ("Classify.\n\nSentence: Great.\nSentiment: positive\n\n"
                     "Sentence: Bad.\nSentiment: negative\n\nSentence: Fine.\nSentiment:")
   assert prompting.build_prompt("", [], "Fine.", "Review: {text} -> {label}.") == "Review: Fine. ->"
@@ -192,8 +202,8 @@ def test_calibration_removes_a_constant_bias_towards_one_label(tokenizer):
   pool, test = biased_task(20)
   recorded = []
   score_fn = recording_score_fn(recorded, bias=(0.0, 2.0), signal=1.0, tokenizer=tokenizer)
-  rows = prompting.evaluate_shots(score_fn, tokenizer, pool, test, shots=(0, 1, 4), seed=0,
-                                  max_prompt_tokens=400)
+  rows = prompting.evaluate_shots(
+      score_fn, tokenizer, pool, test, shots=(0, 1, 4), seed=0, max_prompt_tokens=400)
   for row in rows:
     assert row["accuracy"] == 0.5  # "positive" always wins: 2 or 3 against 0 or 1
     assert row["calibrated_accuracy"] == 1.0
@@ -207,21 +217,27 @@ def test_calibration_removes_a_constant_bias_towards_one_label(tokenizer):
 def test_content_free_prompt_has_the_same_demonstrations(tokenizer):
   pool, test = biased_task(10)
   recorded = []
-  prompting.evaluate_shots(recording_score_fn(recorded, tokenizer=tokenizer), tokenizer, pool,
-                           test, shots=(2,), seed=3, max_prompt_tokens=400)
+  prompting.evaluate_shots(
+      recording_score_fn(recorded, tokenizer=tokenizer),
+      tokenizer,
+      pool,
+      test,
+      shots=(2,),
+      seed=3,
+      max_prompt_tokens=400)
   prompts = {text.rpartition(" ")[0] for text in recorded}  # without the label word
   content_free = {p for p in prompts if p.endswith("Sentence: N/A Sentiment:")}
   with_query = prompts - content_free
   assert len(with_query) == 10  # content-free prompts may coincide: identical ones score once
-  assert {p.rpartition("Sentence:")[0] for p in with_query} == {
-      p.rpartition("Sentence:")[0] for p in content_free}
+  assert {p.rpartition("Sentence:")[0] for p in with_query
+         } == {p.rpartition("Sentence:")[0] for p in content_free}
 
 
 def test_calibrate_subtracts_content_free_log_probs_exactly():
   log_probs = np.log([[0.2, 0.6], [0.1, 0.3]])
   content_free = np.log([[0.1, 0.9], [0.1, 0.9]])
-  np.testing.assert_array_equal(prompting.calibrate(log_probs, content_free),
-                                log_probs - content_free)
+  np.testing.assert_array_equal(
+      prompting.calibrate(log_probs, content_free), log_probs - content_free)
   assert list(prompting.calibrate(log_probs, content_free).argmax(-1)) == [0, 0]
 
 
@@ -230,8 +246,8 @@ def test_calibrated_accuracy_matches_label_log_probs_on_a_real_model(model, toke
   test = examples([(1, "What a delight."), (0, "Boring."), (1, "Superb."), (0, "Awful.")], 100)
   score_fn = prompting.gpt_score_fn(*model, tokenizer.pad_id, batch_size=4)
   label_ids = prompting.label_token_ids(tokenizer, LABEL_WORDS)
-  (row,) = prompting.evaluate_shots(score_fn, tokenizer, pool, test, shots=(0,),
-                                    max_prompt_tokens=128 - max(map(len, label_ids)))
+  (row,) = prompting.evaluate_shots(
+      score_fn, tokenizer, pool, test, shots=(0,), max_prompt_tokens=128 - max(map(len, label_ids)))
   prompt = lambda query: tokenizer.encode(prompting.build_prompt(prompting.INSTRUCTION, [], query))
   log_probs = prompting.label_log_probs(score_fn, [prompt(e["text"]) for e in test], label_ids)
   content_free = prompting.label_log_probs(score_fn, [prompt("N/A")], label_ids)
@@ -246,8 +262,13 @@ def test_long_demonstrations_are_cut_but_never_the_query(tokenizer):
   test = examples([(1, "A truly wonderful and heartfelt movie.")], 100)
   recorded = []
   limit = 160  # the query alone takes about 70 tokens, an empty demonstration about 16
-  rows = prompting.evaluate_shots(recording_score_fn(recorded, tokenizer=tokenizer), tokenizer,
-                                  pool, test, shots=(0, 4), max_prompt_tokens=limit)
+  rows = prompting.evaluate_shots(
+      recording_score_fn(recorded, tokenizer=tokenizer),
+      tokenizer,
+      pool,
+      test,
+      shots=(0, 4),
+      max_prompt_tokens=limit)
   assert [row["shortened_prompts"] for row in rows] == [0, 1]
   longest_label = max(map(len, prompting.label_token_ids(tokenizer, LABEL_WORDS)))
   for text in recorded:
@@ -273,8 +294,16 @@ def test_long_demonstrations_are_cut_but_never_the_query(tokenizer):
 def test_evaluate_shots_rejects_bad_input(tokenizer, kwargs, named):
   score_fn = recording_score_fn([], tokenizer=tokenizer)
   with pytest.raises(ValueError, match=re.escape(named)) as error:
-    prompting.evaluate_shots(score_fn, tokenizer, POOL, POOL[:2],  # queries from the pool
-                             **{"shots": (0, 1), "max_prompt_tokens": 400, **kwargs})
+    prompting.evaluate_shots(
+        score_fn,
+        tokenizer,
+        POOL,
+        POOL[:2],  # queries from the pool
+        **{
+            "shots": (0, 1),
+            "max_prompt_tokens": 400,
+            **kwargs
+        })
   assert "\n" not in str(error.value)
 
 
@@ -294,12 +323,14 @@ def test_balanced_sample_is_balanced_and_rejects_too_many():
 @pytest.mark.parametrize("domain", DOMAINS)
 def test_sentiment_splits_are_disjoint_and_hold_only_clear_labels(tfds_dir, domain):
   name = f"jaxssl_sentiment/{domain}"
-  splits = {split: corpora.load_examples(name, split, tfds_dir)
-            for split in ("train", "validation", "test")}
+  splits = {
+      split: corpora.load_examples(name, split, tfds_dir)
+      for split in ("train", "validation", "test")
+  }
   records = {record["id"]: record for record in read_task_file(domain)}
   ids = {split: {example["id"] for example in found} for split, found in splits.items()}
-  assert not (ids["train"] & ids["validation"] or ids["train"] & ids["test"]
-              or ids["validation"] & ids["test"])
+  assert not (ids["train"] & ids["validation"] or ids["train"] & ids["test"] or
+              ids["validation"] & ids["test"])
   clear = {i for i, record in records.items() if abs(record["rating"]) >= 1}
   assert set().union(*ids.values()) == clear  # every clear sentence, each exactly once
   assert (len(clear), len(records) - len(clear)) == DOMAINS[domain]
@@ -336,19 +367,26 @@ def test_sentiment_loading_rejects_bad_input(tfds_dir, call, named):
 @pytest.fixture(scope="module")
 def gpt_workdir(tfds_dir, tokenizer_path, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("gpt") / "run"
-  process = subprocess.run(
-      [sys.executable, "-m", "jaxssl.main", "--config=configs/gpt_pretrain.py:size=tiny",
-       f"--workdir={workdir}", "--config.num_train_steps=20", f"--config.dataset={SMALL_CORPUS}",
-       "--config.vocab_size=1000", f"--config.data_dir={tfds_dir}",
-       f"--config.tokenizer={tokenizer_path}", "--config.eval_batches=2"],
-      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  process = subprocess.run([
+      sys.executable, "-m", "jaxssl.main", "--config=configs/gpt_pretrain.py:size=tiny",
+      f"--workdir={workdir}", "--config.num_train_steps=20", f"--config.dataset={SMALL_CORPUS}",
+      "--config.vocab_size=1000", f"--config.data_dir={tfds_dir}",
+      f"--config.tokenizer={tokenizer_path}", "--config.eval_batches=2"
+  ],
+                           cwd=ROOT,
+                           capture_output=True,
+                           text=True,
+                           timeout=600)
   assert process.returncode == 0, process.stderr[-2000:]
   return workdir
 
 
 def run_prompting(workdir, *flags):
   return subprocess.run([sys.executable, "-m", "jaxssl.prompting", f"--workdir={workdir}", *flags],
-                        cwd=ROOT, capture_output=True, text=True, timeout=600)
+                        cwd=ROOT,
+                        capture_output=True,
+                        text=True,
+                        timeout=600)
 
 
 @pytest.mark.slow

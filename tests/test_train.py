@@ -57,7 +57,8 @@ def test_loss_falls_and_run_outputs_are_written(tiny_config, tmp_path, capsys):
     assert json.load(f)["num_train_steps"] == 40
   assert os.path.exists(os.path.join(workdir, "tokenizer.model"))
   assert any(name.startswith("events") for name in os.listdir(os.path.join(workdir, "tensorboard")))
-  checkpoints = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+  checkpoints = sorted(
+      int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
   assert checkpoints == [20, 30, 40]  # every 10 steps, the last 3 kept
   assert "Done: 40 steps" in capsys.readouterr().out
 
@@ -76,8 +77,10 @@ def test_eight_device_data_fsdp_mesh_matches_one_device(tiny_config, tmp_path):
   tiny_config.num_train_steps = 20
   one = run_main(tiny_config, tmp_path / "one")
   tiny_config.mesh.data, tiny_config.mesh.fsdp = 2, 4
-  eight = run_main(tiny_config, tmp_path / "eight",
-                   env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+  eight = run_main(
+      tiny_config,
+      tmp_path / "eight",
+      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
   for process in (one, eight):
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr[-3000:]
@@ -96,7 +99,8 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_config, tmp_path):
   interrupted = run_main(tiny_config, tmp_path / "killed")
   metrics_file = tmp_path / "killed" / "metrics.jsonl"
   deadline = time.time() + 300
-  while time.time() < deadline and not (metrics_file.exists() and '"step": 15' in metrics_file.read_text()):
+  while time.time() < deadline and not (metrics_file.exists() and
+                                        '"step": 15' in metrics_file.read_text()):
     time.sleep(0.05)
   interrupted.send_signal(signal.SIGTERM)
   stdout, stderr = interrupted.communicate(timeout=300)

@@ -37,8 +37,13 @@ class EpochBatches:
   of an epoch is dropped. Every batch also holds ``example_weights`` (all 1).
   """
 
-  def __init__(self, make_examples: Callable[[np.random.Generator], Examples], *, batch_size: int,
-               seed: int, process_index: int = 0, process_count: int = 1):
+  def __init__(self,
+               make_examples: Callable[[np.random.Generator], Examples],
+               *,
+               batch_size: int,
+               seed: int,
+               process_index: int = 0,
+               process_count: int = 1):
     self._make_examples = make_examples
     self._batch_size = batch_size
     self._seed = seed
@@ -84,9 +89,14 @@ class EpochBatches:
     return take_rows(self._epoch_examples(self._epoch), rows)
 
 
-def fixed_batches(examples: Examples, *, batch_size: int, rng: np.random.Generator,
-                  pad_values: dict[str, int], num_batches: int | None = None,
-                  process_index: int = 0, process_count: int = 1) -> list[Examples]:
+def fixed_batches(examples: Examples,
+                  *,
+                  batch_size: int,
+                  rng: np.random.Generator,
+                  pad_values: dict[str, int],
+                  num_batches: int | None = None,
+                  process_index: int = 0,
+                  process_count: int = 1) -> list[Examples]:
   """Evaluation batches: the same examples on every call, so eval metrics compare across steps.
 
   Examples are shuffled with ``rng``, so ``num_batches`` (None: all) samples the whole corpus.
@@ -102,9 +112,14 @@ def fixed_batches(examples: Examples, *, batch_size: int, rng: np.random.Generat
   examples["example_weights"] = np.ones(len(order), np.float32)
   num_padding = -len(order) % batch_size
   examples = {
-      key: np.concatenate([value, np.full((num_padding, *value.shape[1:]),
-                                          pad_values.get(key, 0), value.dtype)])
-      for key, value in examples.items()
+      key:
+          np.concatenate([
+              value,
+              np.full((num_padding, *value.shape[1:]), pad_values.get(key, 0), value.dtype)
+          ]) for key, value in examples.items()
   }
-  return [take_rows(examples, slice(start + rows.start, start + rows.stop))
-          for start in range(0, len(order) + num_padding, batch_size)]
+  return [
+      take_rows(examples, slice(start + rows.start, start + rows.stop))
+      for start in range(0,
+                         len(order) + num_padding, batch_size)
+  ]

@@ -96,8 +96,9 @@ class JaxsslCorpus(_ArrayRecordBuilder):
     splits = {"train": [], "validation": []}
     for name in self.builder_config.files:
       documents = _read_records(_CORPORA_DIR / f"{name}.jsonl.xz")
-      for split, split_documents in _split_by_hash(
-          documents, {"validation": _VALIDATION_FRACTION}).items():
+      for split, split_documents in _split_by_hash(documents, {
+          "validation": _VALIDATION_FRACTION
+      }).items():
         splits[split] += split_documents
     return {split: self._generate_examples(documents) for split, documents in splits.items()}
 
@@ -128,8 +129,7 @@ class JaxsslSentiment(_ArrayRecordBuilder):
           name=domain,
           description=(f"VADER {domain.replace('_', ' ')}: {labelled} sentences with "
                        f"|rating| >= {MIN_ABS_RATING}; {left_out} more ambiguous ones left out."),
-          file=f"vader_{domain}")
-      for domain, (labelled, left_out) in _SENTIMENT_DOMAINS.items()
+          file=f"vader_{domain}") for domain, (labelled, left_out) in _SENTIMENT_DOMAINS.items()
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "movie_reviews"
 
@@ -146,13 +146,19 @@ class JaxsslSentiment(_ArrayRecordBuilder):
     del dl_manager  # the sentences ship with the package
     sentences = _read_records(_TASKS_DIR / f"{self.builder_config.file}.jsonl.xz")
     labelled = [s for s in sentences if abs(s["rating"]) >= MIN_ABS_RATING]
-    return {split: self._generate_examples(split_sentences)
-            for split, split_sentences in _split_by_hash(labelled, _SENTIMENT_HELD_OUT).items()}
+    return {
+        split: self._generate_examples(split_sentences)
+        for split, split_sentences in _split_by_hash(labelled, _SENTIMENT_HELD_OUT).items()
+    }
 
   def _generate_examples(self, sentences):
     for sentence in sentences:
-      yield sentence["id"], {"id": sentence["id"], "text": sentence["text"],
-                             "rating": sentence["rating"], "label": int(sentence["rating"] > 0)}
+      yield sentence["id"], {
+          "id": sentence["id"],
+          "text": sentence["text"],
+          "rating": sentence["rating"],
+          "label": int(sentence["rating"] > 0)
+      }
 
 
 def _read_records(path: pathlib.Path) -> list[dict]:
@@ -187,8 +193,7 @@ def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     raise ValueError(
         f"unknown dataset name or config {name!r}; use 'jaxssl_corpus/en', 'jaxssl_corpus/zh', "
         "'jaxssl_corpus/<corpus file>', 'jaxssl_sentiment/<domain>' or a TFDS catalog name "
-        "such as 'wikipedia/20230601.en'"
-    ) from error
+        "such as 'wikipedia/20230601.en'") from error
 
 
 def _prepared_source(builder: tfds.core.DatasetBuilder, name: str, split: str):
@@ -230,8 +235,9 @@ def load_examples(name: str, split: str, data_dir: str | None) -> list[dict]:
   TFDS catalog name; ``split`` may carry a TFDS slice such as 'test[:100]'.
   """
   source = _prepared_source(_builder(name, data_dir), name, split)
-  examples = [{key: _as_python(value) for key, value in source[index].items()}
-              for index in range(len(source))]
+  examples = [{
+      key: _as_python(value) for key, value in source[index].items()
+  } for index in range(len(source))]
   if not examples:
     raise ValueError(f"split {split!r} of {name} has no examples; choose another split")
   return examples

@@ -41,15 +41,24 @@ def pack_documents(documents: Sequence[Sequence[int]], rng: np.random.Generator 
   starts = np.where(np.diff(segment_ids, axis=1, prepend=0) != 0, columns, 0)  # segment starts
   positions = columns - np.maximum.accumulate(starts, axis=1)
   same_document = documents_in_rows[:, 1:] == input_documents
-  return {"input_ids": inputs.astype(np.int32), "target_ids": targets.astype(np.int32),
-          "segment_ids": segment_ids.astype(np.int32), "positions": positions.astype(np.int32),
-          "target_weights": same_document.astype(np.float32)}
+  return {
+      "input_ids": inputs.astype(np.int32),
+      "target_ids": targets.astype(np.int32),
+      "segment_ids": segment_ids.astype(np.int32),
+      "positions": positions.astype(np.int32),
+      "target_weights": same_document.astype(np.float32)
+  }
 
 
 def _empty(max_seq_length):
   ints = np.zeros((0, max_seq_length), np.int32)
-  return {"input_ids": ints, "target_ids": ints, "segment_ids": ints, "positions": ints,
-          "target_weights": np.zeros((0, max_seq_length), np.float32)}
+  return {
+      "input_ids": ints,
+      "target_ids": ints,
+      "segment_ids": ints,
+      "positions": ints,
+      "target_weights": np.zeros((0, max_seq_length), np.float32)
+  }
 
 
 def flatten_documents(documents: Sequence[Sequence[Sequence[int]]]) -> list[np.ndarray]:
@@ -57,22 +66,43 @@ def flatten_documents(documents: Sequence[Sequence[Sequence[int]]]) -> list[np.n
   return [np.concatenate([np.asarray(s, np.int32) for s in document]) for document in documents]
 
 
-def packed_batches(documents: Sequence[Sequence[int]], *, batch_size: int, seed: int,
-                   max_seq_length: int, separator_id: int, process_index: int = 0,
+def packed_batches(documents: Sequence[Sequence[int]],
+                   *,
+                   batch_size: int,
+                   seed: int,
+                   max_seq_length: int,
+                   separator_id: int,
+                   process_index: int = 0,
                    process_count: int = 1) -> batching.EpochBatches:
   """Training batches of packed rows, re-packed in a new document order each epoch."""
   return batching.EpochBatches(
       lambda rng: pack_documents(documents, rng, max_seq_length, separator_id),
-      batch_size=batch_size, seed=seed, process_index=process_index, process_count=process_count)
+      batch_size=batch_size,
+      seed=seed,
+      process_index=process_index,
+      process_count=process_count)
 
 
-def fixed_packed_batches(documents: Sequence[Sequence[int]], *, batch_size: int, seed: int,
-                         max_seq_length: int, separator_id: int, pad_id: int,
-                         num_batches: int | None = None, process_index: int = 0,
+def fixed_packed_batches(documents: Sequence[Sequence[int]],
+                         *,
+                         batch_size: int,
+                         seed: int,
+                         max_seq_length: int,
+                         separator_id: int,
+                         pad_id: int,
+                         num_batches: int | None = None,
+                         process_index: int = 0,
                          process_count: int = 1) -> list[batching.Examples]:
   """Evaluation batches of packed rows, the same on every call."""
   rows = pack_documents(documents, None, max_seq_length, separator_id)
-  return batching.fixed_batches(rows, batch_size=batch_size, rng=np.random.default_rng(seed),
-                                pad_values={"input_ids": pad_id, "target_ids": pad_id},
-                                num_batches=num_batches, process_index=process_index,
-                                process_count=process_count)
+  return batching.fixed_batches(
+      rows,
+      batch_size=batch_size,
+      rng=np.random.default_rng(seed),
+      pad_values={
+          "input_ids": pad_id,
+          "target_ids": pad_id
+      },
+      num_batches=num_batches,
+      process_index=process_index,
+      process_count=process_count)

@@ -117,8 +117,8 @@ def _pair_spans(
     target_length = _target_length(rng, max_num_tokens, short_seq_prob)
     sentence = first
     while sentence < stop:
-      chunk_is_full = (sentence == stop - 1 or
-                       bounds[sentence + 1] - bounds[chunk_start] >= target_length)
+      chunk_is_full = (
+          sentence == stop - 1 or bounds[sentence + 1] - bounds[chunk_start] >= target_length)
       num_chunk_sentences = sentence + 1 - chunk_start
       chunk_first, chunk_end = bounds[chunk_start], bounds[sentence + 1]
       if not chunk_is_full or (num_chunk_sentences == 1 and chunk_end - chunk_first < 2):
@@ -227,25 +227,42 @@ def create_pair_instances(
   }
 
 
-def pair_batches(documents: Sequence[Sequence[Sequence[int]]], *, batch_size: int, seed: int,
-                 process_index: int = 0, process_count: int = 1,
+def pair_batches(documents: Sequence[Sequence[Sequence[int]]],
+                 *,
+                 batch_size: int,
+                 seed: int,
+                 process_index: int = 0,
+                 process_count: int = 1,
                  **pair_options) -> batching.EpochBatches:
   """Training batches of sentence pairs, paired afresh each epoch (see ``batching.EpochBatches``).
 
   ``pair_options`` are ``create_pair_instances``'s: max_seq_length, short_seq_prob, cls_id,
   sep_id, pad_id, random_next_prob.
   """
-  return batching.EpochBatches(lambda rng: create_pair_instances(documents, rng, **pair_options),
-                               batch_size=batch_size, seed=seed, process_index=process_index,
-                               process_count=process_count)
+  return batching.EpochBatches(
+      lambda rng: create_pair_instances(documents, rng, **pair_options),
+      batch_size=batch_size,
+      seed=seed,
+      process_index=process_index,
+      process_count=process_count)
 
 
-def fixed_pair_batches(documents: Sequence[Sequence[Sequence[int]]], *, batch_size: int, seed: int,
-                       num_batches: int | None = None, process_index: int = 0,
-                       process_count: int = 1, **pair_options) -> list[dict[str, np.ndarray]]:
+def fixed_pair_batches(documents: Sequence[Sequence[Sequence[int]]],
+                       *,
+                       batch_size: int,
+                       seed: int,
+                       num_batches: int | None = None,
+                       process_index: int = 0,
+                       process_count: int = 1,
+                       **pair_options) -> list[dict[str, np.ndarray]]:
   """Evaluation batches of sentence pairs, the same on every call (``batching.fixed_batches``)."""
   rng = np.random.default_rng(seed)
   pairs = create_pair_instances(documents, rng, **pair_options)
-  return batching.fixed_batches(pairs, batch_size=batch_size, rng=rng, num_batches=num_batches,
-                                pad_values={"input_ids": pair_options["pad_id"]},
-                                process_index=process_index, process_count=process_count)
+  return batching.fixed_batches(
+      pairs,
+      batch_size=batch_size,
+      rng=rng,
+      num_batches=num_batches,
+      pad_values={"input_ids": pair_options["pad_id"]},
+      process_index=process_index,
+      process_count=process_count)

@@ -36,20 +36,15 @@ class BertConfig:
 
   @classmethod
   def from_dict(cls, fields):
-    """Builds a config from a preset name in ``fields['size']`` overridden by the other fields."""
-    fields = dict(fields)
-    size = fields.pop("size", None)
-    if size is not None and size not in PRESETS:
-      raise ValueError(f"model.size={size!r} is not a preset; use one of {sorted(PRESETS)}.")
-    known = {f.name for f in dataclasses.fields(cls)}
-    preset = PRESETS.get(size, {})
-    return cls(**{**preset, **{k: v for k, v in fields.items() if k in known and v is not None}})
+    return layers.config_from_dict(cls, PRESETS, fields)
 
 
 class BertEncoder(nnx.Module):
+
   def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
     if cfg.hidden_size % cfg.num_heads:
-      raise ValueError(f"hidden_size={cfg.hidden_size} is not divisible by num_heads={cfg.num_heads}.")
+      raise ValueError(
+          f"hidden_size={cfg.hidden_size} is not divisible by num_heads={cfg.num_heads}.")
     self.cfg = cfg
     self.token_embed = layers.embedding(cfg.vocab_size, cfg.hidden_size, "vocab", cfg, rngs)
     self.position_embed = layers.embedding(cfg.max_position, cfg.hidden_size, None, cfg, rngs)
@@ -65,9 +60,8 @@ class BertEncoder(nnx.Module):
     """
     length = input_ids.shape[1]
     embed_rng, *block_rngs = layers.layer_rngs(dropout_rng, 1 + len(self.blocks))
-    x = (self.token_embed(input_ids)
-         + self.position_embed(jnp.arange(length))[None]
-         + self.segment_embed(segment_ids))  # (B, T, D)
+    x = (self.token_embed(input_ids) + self.position_embed(jnp.arange(length))[None] +
+         self.segment_embed(segment_ids))  # (B, T, D)
     x = layers.dropout(self.embed_norm(x), self.cfg.dropout_rate, embed_rng)
     mask = attention_mask[:, None, None, :]  # (B, 1, 1, S): every query sees every real key.
     hidden_states = [x]
@@ -104,6 +98,9 @@ class BertForPretraining(nnx.Module):
     picked = self.mlm_norm(jax.nn.gelu(self.mlm_transform(picked), approximate=False))
     mlm_logits = self.encoder.token_embed.attend(picked) + self.mlm_bias[...]  # (B, P, V)
     nsp_logits = self.nsp_classifier(self.pooled(sequence))  # (B, 2)
-    return {"mlm_logits": mlm_logits.astype(jnp.float32),
-            "nsp_logits": nsp_logits.astype(jnp.float32),
-            "sequence": sequence, **intermediates}
+    return {
+        "mlm_logits": mlm_logits.astype(jnp.float32),
+        "nsp_logits": nsp_logits.astype(jnp.float32),
+        "sequence": sequence,
+        **intermediates
+    }

@@ -17,15 +17,32 @@ from jaxssl.models import layers
 # GPT sizes follow BERT's presets (Turc et al. 2019) so encoder and decoder runs compare;
 # "gpt2" is GPT-2 small (Radford et al. 2019). "llama-tiny" exercises every Llama option.
 PRESETS = {
-    "tiny": dict(num_layers=2, hidden_size=128, num_heads=2, mlp_dim=512),
-    "mini": dict(num_layers=4, hidden_size=256, num_heads=4, mlp_dim=1024),
-    "gpt2": dict(num_layers=12, hidden_size=768, num_heads=12, mlp_dim=3072, max_position=1024),
-    "llama-tiny": dict(num_layers=2, hidden_size=128, num_heads=4, num_kv_heads=2, mlp_dim=344,
-                       norm="rmsnorm", positions="rotary", mlp="swiglu", tie_embeddings=False,
-                       use_bias=False, dropout_rate=0.0, layer_norm_eps=1e-6),
+    "tiny":
+        dict(num_layers=2, hidden_size=128, num_heads=2, mlp_dim=512),
+    "mini":
+        dict(num_layers=4, hidden_size=256, num_heads=4, mlp_dim=1024),
+    "gpt2":
+        dict(num_layers=12, hidden_size=768, num_heads=12, mlp_dim=3072, max_position=1024),
+    "llama-tiny":
+        dict(
+            num_layers=2,
+            hidden_size=128,
+            num_heads=4,
+            num_kv_heads=2,
+            mlp_dim=344,
+            norm="rmsnorm",
+            positions="rotary",
+            mlp="swiglu",
+            tie_embeddings=False,
+            use_bias=False,
+            dropout_rate=0.0,
+            layer_norm_eps=1e-6),
 }
-CHOICES = {"norm": ("layernorm", "rmsnorm"), "positions": ("learned", "rotary"),
-           "mlp": ("gelu", "swiglu")}
+CHOICES = {
+    "norm": ("layernorm", "rmsnorm"),
+    "positions": ("learned", "rotary"),
+    "mlp": ("gelu", "swiglu")
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,14 +93,7 @@ class GPTConfig:
 
   @classmethod
   def from_dict(cls, fields):
-    """Builds a config from a preset name in ``fields['size']`` overridden by the other fields."""
-    fields = dict(fields)
-    size = fields.pop("size", None)
-    if size is not None and size not in PRESETS:
-      raise ValueError(f"model.size={size!r} is not a preset; use one of {sorted(PRESETS)}.")
-    known = {f.name for f in dataclasses.fields(cls)}
-    preset = PRESETS.get(size, {})
-    return cls(**{**preset, **{k: v for k, v in fields.items() if k in known and v is not None}})
+    return layers.config_from_dict(cls, PRESETS, fields)
 
 
 def init_cache(cfg, batch_size, max_length, dtype=None):
@@ -97,9 +107,12 @@ def init_cache(cfg, batch_size, max_length, dtype=None):
   """
   shape = (cfg.num_layers, batch_size, max_length, cfg.kv_heads, cfg.head_size)
   dtype = dtype or cfg.dtype
-  return {"key": jnp.zeros(shape, dtype), "value": jnp.zeros(shape, dtype),
-          "segment_ids": jnp.zeros((batch_size, max_length), jnp.int32),
-          "length": jnp.zeros((), jnp.int32)}
+  return {
+      "key": jnp.zeros(shape, dtype),
+      "value": jnp.zeros(shape, dtype),
+      "segment_ids": jnp.zeros((batch_size, max_length), jnp.int32),
+      "length": jnp.zeros((), jnp.int32)
+  }
 
 
 def apply_rotary(x, positions, theta):
@@ -109,7 +122,7 @@ def apply_rotary(x, positions, theta):
   as they are. Angles are computed in float32: bfloat16 positions lose integers past 256.
   """
   half = x.shape[-1] // 2
-  inverse_frequencies = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)  # (H/2,)
+  inverse_frequencies = theta**(-jnp.arange(half, dtype=jnp.float32) / half)  # (H/2,)
   angles = positions[..., None].astype(jnp.float32) * inverse_frequencies  # (B, T, H/2)
   cos, sin = jnp.cos(angles)[:, :, None], jnp.sin(angles)[:, :, None]  # (B, T, 1, H/2)
   first, second = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
@@ -131,8 +144,8 @@ def causal_mask(query_segments, key_segments, query_slots, key_slots):
 def write_kv(cache, layer, key, value):
   """Writes (B, T, K, H) keys and values into ``layer``'s slots [length, length + T)."""
   start = (layer, 0, cache["length"], 0, 0)
-  update = lambda stacked, new: jax.lax.dynamic_update_slice(
-      stacked, new[None].astype(stacked.dtype), start)
+  update = lambda stacked, new: jax.lax.dynamic_update_slice(stacked, new[None].astype(stacked.dtype
+                                                                                      ), start)
   return {**cache, "key": update(cache["key"], key), "value": update(cache["value"], value)}
 
 
@@ -193,6 +206,7 @@ class PreLNBlock(nnx.Module):
 
 
 class GPT(nnx.Module):
+
   def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
     self.cfg = cfg
     self.token_embed = layers.embedding(cfg.vocab_size, cfg.hidden_size, "vocab", cfg, rngs)
@@ -201,10 +215,8 @@ class GPT(nnx.Module):
         if cfg.positions == "learned" else None)
     self.blocks = nnx.List([PreLNBlock(cfg, rngs) for _ in range(cfg.num_layers)])
     self.final_norm = norm(cfg, rngs)
-    self.lm_head = (
-        None if cfg.tie_embeddings
-        else layers.dense(cfg.hidden_size, cfg.vocab_size, "embed", "vocab", cfg, rngs,
-                          use_bias=False))
+    self.lm_head = (None if cfg.tie_embeddings else layers.dense(
+        cfg.hidden_size, cfg.vocab_size, "embed", "vocab", cfg, rngs, use_bias=False))
 
   def __call__(self, input_ids, positions, segment_ids=None, cache=None, dropout_rng=None):
     """input_ids, positions, segment_ids: (B, T) int.
@@ -239,8 +251,8 @@ class GPT(nnx.Module):
     if cache is None:
       slots = jnp.arange(length)
       return causal_mask(segment_ids, segment_ids, slots, slots), None
-    key_segments = jax.lax.dynamic_update_slice(
-        cache["segment_ids"], segment_ids.astype(jnp.int32), (0, cache["length"]))  # (B, S)
+    key_segments = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids.astype(jnp.int32),
+                                                (0, cache["length"]))  # (B, S)
     query_slots = cache["length"] + jnp.arange(length)  # (T,)
     mask = causal_mask(segment_ids, key_segments, query_slots, jnp.arange(key_segments.shape[1]))
     return mask, {**cache, "segment_ids": key_segments}

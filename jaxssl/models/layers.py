@@ -5,9 +5,26 @@ Every parameter carries logical axis names (``embed``, ``mlp``, ``heads``, ``voc
 Shape letters: B batch, T query length, S key length, D hidden, N heads, H head dim.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+
+def config_from_dict(config_class, presets, fields):
+  """A model config from the preset named ``fields['size']``, overridden by the other fields.
+
+  Fields the config class does not have (a family's config holds both) and None values
+  (config placeholders meaning "the preset's") are ignored.
+  """
+  fields = dict(fields)
+  size = fields.pop("size", None)
+  if size is not None and size not in presets:
+    raise ValueError(f"model.size={size!r} is not a preset; use one of {sorted(presets)}.")
+  known = {field.name for field in dataclasses.fields(config_class)}
+  overrides = {k: v for k, v in fields.items() if k in known and v is not None}
+  return config_class(**{**presets.get(size, {}), **overrides})
 
 
 def axes(*names):
@@ -30,36 +47,51 @@ def layer_rngs(rng, count):
   return list(jax.random.split(rng, count))
 
 
-def dense(in_features, out_features, in_axis, out_axis, cfg, rngs, init_std=0.02,
-          use_bias=True):
+def dense(in_features, out_features, in_axis, out_axis, cfg, rngs, init_std=0.02, use_bias=True):
   """A Linear layer with BERT's truncated-normal(0.02) initialisation and named axes."""
   return nnx.Linear(
-      in_features, out_features, use_bias=use_bias,
+      in_features,
+      out_features,
+      use_bias=use_bias,
       kernel_init=jax.nn.initializers.truncated_normal(init_std),
-      kernel_metadata=axes(in_axis, out_axis), bias_metadata=axes(out_axis),
-      dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
+      kernel_metadata=axes(in_axis, out_axis),
+      bias_metadata=axes(out_axis),
+      dtype=cfg.dtype,
+      param_dtype=cfg.param_dtype,
+      rngs=rngs)
 
 
 def layer_norm(features, cfg, rngs):
   return nnx.LayerNorm(
-      features, epsilon=cfg.layer_norm_eps,
-      scale_metadata=axes("embed"), bias_metadata=axes("embed"),
-      dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
+      features,
+      epsilon=cfg.layer_norm_eps,
+      scale_metadata=axes("embed"),
+      bias_metadata=axes("embed"),
+      dtype=cfg.dtype,
+      param_dtype=cfg.param_dtype,
+      rngs=rngs)
 
 
 def rms_norm(features, cfg, rngs):
   """Llama's norm: scale only, no centring and no bias (statistics in float32)."""
   return nnx.RMSNorm(
-      features, epsilon=cfg.layer_norm_eps, scale_metadata=axes("embed"),
-      dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
+      features,
+      epsilon=cfg.layer_norm_eps,
+      scale_metadata=axes("embed"),
+      dtype=cfg.dtype,
+      param_dtype=cfg.param_dtype,
+      rngs=rngs)
 
 
 def embedding(num_embeddings, features, table_axis, cfg, rngs):
   return nnx.Embed(
-      num_embeddings, features,
+      num_embeddings,
+      features,
       embedding_init=jax.nn.initializers.truncated_normal(0.02),
       embedding_metadata=axes(table_axis, "embed"),
-      dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
+      dtype=cfg.dtype,
+      param_dtype=cfg.param_dtype,
+      rngs=rngs)
 
 
 class SelfAttention(nnx.Module):
@@ -92,6 +124,7 @@ class SelfAttention(nnx.Module):
 
 
 class MLP(nnx.Module):
+
   def __init__(self, cfg, rngs, use_bias=True):
     self.up = dense(cfg.hidden_size, cfg.mlp_dim, "embed", "mlp", cfg, rngs, use_bias=use_bias)
     self.down = dense(cfg.mlp_dim, cfg.hidden_size, "mlp", "embed", cfg, rngs, use_bias=use_bias)
