@@ -16,14 +16,18 @@ from absl import logging
 from jaxssl import generation
 from jaxssl import train
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A GPT pretraining workdir (jaxssl.main).")
-_PROMPTS = flags.DEFINE_multi_string("prompt", None, "Prompt text; repeat for a batch.")
-_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 60, "Tokens to generate at most.")
-_TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "Softmax temperature; 0 is greedy.")
-_TOP_K = flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0: all).")
-_TOP_P = flags.DEFINE_float("top_p", 0.95, "Keep the smallest set with this mass (1: all).")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-flags.mark_flags_as_required(["workdir", "prompt"])
+
+def define_flags():
+  """The command line's flags (defined only when run as a program, so importing the
+  library functions next to another command's module never defines a flag twice)."""
+  flags.DEFINE_string("workdir", None, "A GPT pretraining workdir (jaxssl.main).")
+  flags.DEFINE_multi_string("prompt", None, "Prompt text; repeat for a batch.")
+  flags.DEFINE_integer("max_new_tokens", 60, "Tokens to generate at most.")
+  flags.DEFINE_float("temperature", 0.8, "Softmax temperature; 0 is greedy.")
+  flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0: all).")
+  flags.DEFINE_float("top_p", 0.95, "Keep the smallest set with this mass (1: all).")
+  flags.DEFINE_integer("seed", 0, "Sampling seed.")
+  flags.mark_flags_as_required(["workdir", "prompt"])
 
 
 def generate_text(workdir, prompts, *, max_new_tokens, temperature, top_k, top_p, seed):
@@ -50,19 +54,20 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   try:
     continuations = generate_text(
-        _WORKDIR.value,
-        _PROMPTS.value,
-        max_new_tokens=_MAX_NEW_TOKENS.value,
-        temperature=_TEMPERATURE.value,
-        top_k=_TOP_K.value,
-        top_p=_TOP_P.value,
-        seed=_SEED.value)
+        flags.FLAGS.workdir,
+        flags.FLAGS.prompt,
+        max_new_tokens=flags.FLAGS.max_new_tokens,
+        temperature=flags.FLAGS.temperature,
+        top_k=flags.FLAGS.top_k,
+        top_p=flags.FLAGS.top_p,
+        seed=flags.FLAGS.seed)
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
-  for prompt, continuation in zip(_PROMPTS.value, continuations):
+  for prompt, continuation in zip(flags.FLAGS.prompt, continuations):
     print(f"{prompt} → {continuation}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

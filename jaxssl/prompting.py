@@ -38,16 +38,20 @@ CONTENT_FREE_QUERY = "N/A"
 # Padded lengths are multiples of this, so scoring compiles once per bucket, not per length.
 LENGTH_BUCKET = 32
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A GPT pretraining workdir (jaxssl.main).")
-_DATASET = flags.DEFINE_string("dataset", "jaxssl_sentiment/movie_reviews",
-                               "TFDS dataset with 'text' and a class 'label'.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: the run's).")
-_SHOTS = flags.DEFINE_list("shots", ["0", "1", "2", "4", "8"], "Demonstrations per prompt.")
-_NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 200, "Test examples (label-balanced).")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Sequences per forward pass.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seeds the test sample and the demonstrations.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write (default WORKDIR/prompting).")
-flags.mark_flags_as_required(["workdir"])
+
+def define_flags():
+  """The command line's flags (defined only when run as a program, so importing the
+  library functions next to another command's module never defines a flag twice)."""
+  flags.DEFINE_string("workdir", None, "A GPT pretraining workdir (jaxssl.main).")
+  flags.DEFINE_string("dataset", "jaxssl_sentiment/movie_reviews",
+                      "TFDS dataset with 'text' and a class 'label'.")
+  flags.DEFINE_string("data_dir", None, "TFDS data dir (default: the run's).")
+  flags.DEFINE_list("shots", ["0", "1", "2", "4", "8"], "Demonstrations per prompt.")
+  flags.DEFINE_integer("num_examples", 200, "Test examples (label-balanced).")
+  flags.DEFINE_integer("batch_size", 16, "Sequences per forward pass.")
+  flags.DEFINE_integer("seed", 0, "Seeds the test sample and the demonstrations.")
+  flags.DEFINE_string("output_dir", None, "Where to write (default WORKDIR/prompting).")
+  flags.mark_flags_as_required(["workdir"])
 
 
 def build_prompt(instruction, demonstrations, query, template=TEMPLATE):
@@ -407,17 +411,17 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   try:
     report = evaluate_workdir(
-        _WORKDIR.value,
-        _DATASET.value,
-        parse_shots(_SHOTS.value),
-        _NUM_EXAMPLES.value,
-        data_dir=_DATA_DIR.value,
-        batch_size=_BATCH_SIZE.value,
-        seed=_SEED.value)
+        flags.FLAGS.workdir,
+        flags.FLAGS.dataset,
+        parse_shots(flags.FLAGS.shots),
+        flags.FLAGS.num_examples,
+        data_dir=flags.FLAGS.data_dir,
+        batch_size=flags.FLAGS.batch_size,
+        seed=flags.FLAGS.seed)
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
-  output_dir = _OUTPUT_DIR.value or os.path.join(_WORKDIR.value, "prompting")
+  output_dir = flags.FLAGS.output_dir or os.path.join(flags.FLAGS.workdir, "prompting")
   os.makedirs(output_dir, exist_ok=True)
   with open(os.path.join(output_dir, "prompting.json"), "w", encoding="utf-8") as f:
     json.dump(report, f, indent=2)
@@ -427,4 +431,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
