@@ -1,0 +1,1 @@
+"""Checkpoint import from other libraries' formats into jaxssl models."""
