@@ -35,11 +35,12 @@ def get_config(arg=None):
 
   # Data.
   config.dataset = "wikipedia/20230601.en" if accelerator else "jaxssl_corpus/en"  # TFDS name.
-  config.data_dir = ml_collections.FieldReference(
-      None, field_type=str)  # TFDS data dir (None: TFDS default).
+  # TFDS data dir (None: TFDS's default, ~/tensorflow_datasets).
+  config.data_dir = ml_collections.FieldReference(None, field_type=str)
   config.text_key = "text"  # Feature holding each document's text.
-  config.train_split = "train"  # TFDS split to pretrain on.
-  config.eval_split = "train[:1%]" if accelerator else "validation"  # TFDS split to evaluate on.
+  # TFDS splits to pretrain and evaluate on (Wikipedia has only "train": hold 1% of it out).
+  config.train_split = "train[1%:]" if accelerator else "train"
+  config.eval_split = "train[:1%]" if accelerator else "validation"
   config.max_seq_length = 1024 if accelerator else 128  # Tokens per packed row.
 
   # Tokenizer.
