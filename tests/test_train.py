@@ -120,3 +120,46 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_config, tmp_path):
     np.testing.assert_allclose(params_b[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
   steps_logged = [r["step"] for r in train_records(tmp_path / "killed")]
   assert steps_logged == list(range(5, 41, 5))  # nothing logged twice after the restart
+
+
+def test_nsp_head_can_fit_a_fixed_batch():
+  """NSP stays at chance in the short CPU run; here it must fit 16 fixed examples' labels."""
+  import jax.numpy as jnp
+  import ml_collections
+  from flax import nnx
+
+  from jaxssl import steps
+  from jaxssl.models import bert
+  config = ml_collections.ConfigDict(
+      dict(
+          learning_rate=1e-3,
+          warmup_steps=10,
+          final_lr_fraction=1.0,
+          num_train_steps=150,
+          max_grad_norm=1.0,
+          adam_b1=0.9,
+          adam_b2=0.999,
+          adam_eps=1e-6,
+          weight_decay=0.0,
+          max_predictions_per_seq=4,
+          mask_prob=0.15,
+          nsp=True))
+  cfg = bert.BertConfig.from_dict(
+      dict(size="tiny", vocab_size=300, dropout_rate=0.0, attention_dropout_rate=0.0))
+  rng = np.random.default_rng(0)
+  ids = rng.integers(5, 300, (16, 24)).astype(np.int32)
+  ids[:, 0], ids[:, 12], ids[:, -1] = 2, 3, 3
+  batch = {
+      "input_ids": ids,
+      "segment_ids": (np.arange(24) > 12).astype(np.int32)[None].repeat(16, 0),
+      "next_sentence_labels": rng.permutation(np.arange(16) % 2).astype(np.int32),
+      "example_weights": np.ones(16, np.float32)
+  }
+  special = dict(special_ids=(0, 2, 3, 4), vocab_size=300, first_regular_id=5, mask_id=4, pad_id=0)
+  optimizer, _ = steps.make_optimizer(config)
+  graphdef, params = nnx.split(bert.BertForPretraining(cfg, nnx.Rngs(0)), nnx.Param)
+  state = steps.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+  train_step = jax.jit(steps.make_bert_train_step(graphdef, optimizer, config, special))
+  for _ in range(150):
+    state, sums = train_step(state, batch, jax.random.key(0))
+  assert steps.summarize(jax.device_get(sums))["nsp_accuracy"] == 1.0
