@@ -124,14 +124,19 @@ def make_init_state(family, optimizer, seed):
   return init_state
 
 
-def load_trained(workdir):
-  """A finished or running workdir's (config, family, tokenizer, graphdef, params) on one device."""
+def load_run_config(workdir):
+  """The config of the run in ``workdir``, read without touching its checkpoints."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise ValueError(
         f"workdir {workdir} holds no run (no config.json); train one with jaxssl.main.")
   with open(path, encoding="utf-8") as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def load_trained(workdir):
+  """A finished or running workdir's (config, family, tokenizer, graphdef, params) on one device."""
+  config = load_run_config(workdir)
   family = families.family(config)
   checkpointer = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   step = checkpointer.latest_step()

@@ -1,1 +1,1 @@
-"""Checkpoint import from other libraries' formats into jaxssl models."""
+"""Checkpoint import from and export to other libraries' formats."""

@@ -1,14 +1,19 @@
-"""Hugging Face BERT checkpoints (``config.json`` + safetensors) as a jaxssl ``BertEncoder``.
+"""Hugging Face BERT checkpoints (``config.json`` + safetensors) to and from jaxssl's BERT.
 
-Every encoder parameter must come from exactly one checkpoint tensor of the expected shape;
-anything else is an error naming the tensor, so no weight is left at its random initialisation
-or dropped unnoticed. Only the pretraining heads and the pooler (which ``BertEncoder`` does not
-have) are skipped, and they are logged.
+Import (``load_hf_bert``) gives a ``BertEncoder``; export (``save_hf_bert``) writes a
+``BertEncoder`` as a BertModel or a ``BertForPretraining`` as a BertForPreTraining. Both
+directions read the same name tables, so they cannot drift apart.
+
+On import, every encoder parameter must come from exactly one checkpoint tensor of the expected
+shape; anything else is an error naming the tensor, so no weight is left at its random
+initialisation or dropped unnoticed. Only the pretraining heads and the pooler (which
+``BertEncoder`` does not have) are skipped, and they are logged.
 """
 
-import dataclasses
 import json
 import os
+import shutil
+import tempfile
 
 from absl import logging
 import jax.numpy as jnp
@@ -40,6 +45,28 @@ _BLOCK_MODULES = {
     ("mlp_norm",): "output.LayerNorm",
 }
 _LEAVES = {"kernel": "weight", "bias": "bias", "scale": "weight", "embedding": "weight"}
+# BertForPretraining's modules beside its encoder, in BertForPreTraining's names. The MLM decoder
+# weight is not written: transformers ties it to the word embeddings, as jaxssl does.
+_PRETRAINING_MODULES = {
+    "pooler": "bert.pooler.dense",
+    "mlm_transform": "cls.predictions.transform.dense",
+    "mlm_norm": "cls.predictions.transform.LayerNorm",
+    "nsp_classifier": "cls.seq_relationship",
+}
+_MLM_BIAS = "cls.predictions.bias"
+# BertConfig fields and the config.json keys that hold them.
+_CONFIG_FIELDS = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "hidden_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "mlp_dim": "intermediate_size",
+    "max_position": "max_position_embeddings",
+    "type_vocab_size": "type_vocab_size",
+    "dropout_rate": "hidden_dropout_prob",
+    "attention_dropout_rate": "attention_probs_dropout_prob",
+    "layer_norm_eps": "layer_norm_eps",
+}
 
 
 def config_from_hf(hf_config: dict, **overrides) -> bert.BertConfig:
@@ -59,18 +86,8 @@ def config_from_hf(hf_config: dict, **overrides) -> bert.BertConfig:
   if position_type != "absolute":
     raise ValueError(f"config.json position_embedding_type={position_type!r} is not supported; "
                      "jaxssl's BERT learns absolute position embeddings ('absolute').")
-  cfg = bert.BertConfig(
-      vocab_size=hf_config["vocab_size"],
-      hidden_size=hf_config["hidden_size"],
-      num_layers=hf_config["num_hidden_layers"],
-      num_heads=hf_config["num_attention_heads"],
-      mlp_dim=hf_config["intermediate_size"],
-      max_position=hf_config["max_position_embeddings"],
-      type_vocab_size=hf_config["type_vocab_size"],
-      dropout_rate=hf_config["hidden_dropout_prob"],
-      attention_dropout_rate=hf_config["attention_probs_dropout_prob"],
-      layer_norm_eps=hf_config["layer_norm_eps"])
-  return dataclasses.replace(cfg, **overrides)
+  fields = {field: hf_config[key] for field, key in _CONFIG_FIELDS.items()}
+  return bert.BertConfig(**{**fields, **overrides})
 
 
 def read_tensors(directory: str) -> dict[str, np.ndarray]:
@@ -137,6 +154,75 @@ def load_hf_bert(directory: str, **overrides) -> bert.BertEncoder:
   return model
 
 
+def hf_config(cfg: bert.BertConfig, architecture: str) -> dict:
+  """The Hugging Face ``config.json`` (as a dict) of a jaxssl BERT with config ``cfg``."""
+  fields = {key: getattr(cfg, field) for field, key in _CONFIG_FIELDS.items()}
+  return {
+      "model_type": "bert",
+      "architectures": [architecture],
+      **fields,
+      "hidden_act": "gelu",
+      "position_embedding_type": "absolute",
+      "torch_dtype": "float32",
+  }
+
+
+def hf_tensors(model: bert.BertEncoder | bert.BertForPretraining) -> dict[str, np.ndarray]:
+  """``model``'s parameters as float32 Hugging Face tensors, Linear weights (out, in).
+
+  A BertEncoder gives BertModel's names (without the pooler, which it does not have); a
+  BertForPretraining gives BertForPreTraining's: ``bert.``-prefixed encoder, pooler and heads.
+  """
+  if isinstance(model, bert.BertForPretraining):
+    name_of = _pretraining_hf_name
+  elif isinstance(model, bert.BertEncoder):
+    name_of = _hf_name
+  else:
+    raise ValueError(f"cannot export a {type(model).__name__}; save_hf_bert writes a BertEncoder "
+                     "or a BertForPretraining.")
+  tensors = {}
+  for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+    value = np.asarray(variable.get_value(), np.float32)
+    # Contiguous: safetensors writes an array's buffer as is, so a transposed view would be
+    # written untransposed.
+    tensors[name_of(path)] = np.ascontiguousarray(value.T if path[-1] == "kernel" else value)
+  return tensors
+
+
+def save_hf_bert(model: bert.BertEncoder | bert.BertForPretraining, directory: str, extra_files=()):
+  """Writes ``model`` to ``directory`` as a Hugging Face checkpoint: config.json, model.safetensors.
+
+  A BertEncoder is written as a BertModel, a BertForPretraining as a BertForPreTraining; either
+  loads with ``transformers.AutoModel.from_pretrained(directory)`` (a BertEncoder's pooler is
+  then newly initialised) and back into jaxssl with ``load_hf_bert``. ``extra_files`` (paths,
+  e.g. a tokenizer) are copied in beside them. ``directory`` must not exist or be empty; it is
+  written whole or not at all.
+  """
+  if os.path.exists(directory) and os.listdir(directory):
+    raise ValueError(f"{directory!r} is not empty; export into a new directory or remove it first.")
+  tensors = hf_tensors(model)  # first: it rejects a model that is not a jaxssl BERT
+  is_pretraining = isinstance(model, bert.BertForPretraining)
+  encoder = model.encoder if is_pretraining else model
+  config = hf_config(encoder.cfg, "BertForPreTraining" if is_pretraining else "BertModel")
+  parent = os.path.dirname(os.path.abspath(directory))
+  os.makedirs(parent, exist_ok=True)
+  # Written beside the target (same filesystem) so that the final rename is atomic.
+  scratch = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.", dir=parent)
+  try:
+    with open(os.path.join(scratch, "config.json"), "w", encoding="utf-8") as config_file:
+      json.dump(config, config_file, indent=2)
+    # transformers reads the "format" entry to know the names are PyTorch's.
+    safetensors.numpy.save_file(
+        tensors, os.path.join(scratch, "model.safetensors"), metadata={"format": "pt"})
+    for path in extra_files:
+      shutil.copy(path, scratch)
+    os.chmod(scratch, 0o755)  # mkdtemp's directory is private; a checkpoint is meant to be read.
+    os.replace(scratch, directory)
+  except BaseException:
+    shutil.rmtree(scratch, ignore_errors=True)
+    raise
+
+
 def _is_ignored(name):
   return name.startswith(_IGNORED_PREFIXES) or name in _IGNORED_NAMES
 
@@ -150,3 +236,13 @@ def _hf_name(path):
   else:
     prefix = _EMBEDDING_MODULES[module[0]]
   return f"{prefix}.{_LEAVES[leaf]}"
+
+
+def _pretraining_hf_name(path):
+  """The Hugging Face BertForPreTraining name of the BertForPretraining parameter at ``path``."""
+  if path[0] == "encoder":
+    return f"bert.{_hf_name(path[1:])}"
+  if path == ("mlm_bias",):
+    return _MLM_BIAS
+  module, leaf = path
+  return f"{_PRETRAINING_MODULES[module]}.{_LEAVES[leaf]}"
