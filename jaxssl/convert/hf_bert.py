@@ -212,8 +212,9 @@ def save_hf_bert(model: bert.BertEncoder | bert.BertForPretraining, directory: s
     with open(os.path.join(scratch, "config.json"), "w", encoding="utf-8") as config_file:
       json.dump(config, config_file, indent=2)
     # transformers reads the "format" entry to know the names are PyTorch's.
-    safetensors.numpy.save_file(
-        tensors, os.path.join(scratch, "model.safetensors"), metadata={"format": "pt"})
+    weights_path = os.path.join(scratch, "model.safetensors")
+    safetensors.numpy.save_file(tensors, weights_path, metadata={"format": "pt"})
+    os.chmod(weights_path, 0o644)  # safetensors creates it private, like the directory below
     for path in extra_files:
       shutil.copy(path, scratch)
     os.chmod(scratch, 0o755)  # mkdtemp's directory is private; a checkpoint is meant to be read.
