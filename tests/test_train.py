@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import time
 
 import jax
@@ -163,3 +164,39 @@ def test_nsp_head_can_fit_a_fixed_batch():
   for _ in range(150):
     state, sums = train_step(state, batch, jax.random.key(0))
   assert steps.summarize(jax.device_get(sums))["nsp_accuracy"] == 1.0
+
+
+@pytest.mark.slow
+def test_two_processes_train_in_lock_step_with_one(tiny_config, tmp_path):
+  """jax.distributed over loopback (gloo): 2 processes x 1 device = 1 process x 2 devices."""
+  tiny_config.num_train_steps = 10
+  tiny_config.eval_every = tiny_config.checkpoint_every = 10
+  with socket.socket() as probe:  # a free port for the coordinator
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+  processes = [
+      run_main(
+          tiny_config,
+          tmp_path / "two",
+          env={"JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"},
+          extra=[
+              f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+              f"--process_id={index}"
+          ]) for index in range(2)
+  ]
+  processes.append(
+      run_main(
+          tiny_config,
+          tmp_path / "one",
+          env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}))
+  for process in processes:
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+  losses_two = [r["mlm_loss"] for r in train_records(tmp_path / "two")]
+  losses_one = [r["mlm_loss"] for r in train_records(tmp_path / "one")]
+  assert len(losses_two) == 2
+  np.testing.assert_allclose(losses_two, losses_one, rtol=2e-4)
+  _, params_two = final_params(tmp_path / "two")
+  _, params_one = final_params(tmp_path / "one")
+  for name, value in params_one.items():
+    np.testing.assert_allclose(params_two[name], value, atol=2e-4, err_msg=name)
