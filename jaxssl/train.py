@@ -114,14 +114,25 @@ class StopSignal:
     return self.requested
 
 
-def make_init_state(family, optimizer, seed):
-  """The function that creates a fresh TrainState (jit it with out_shardings to shard it)."""
+def state_structure(family, optimizer, seed):
+  """(graphdef, init_state, abstract_state) of a run, with nothing materialised.
+
+  ``init_state()`` creates a fresh TrainState (jit it with out_shardings to shard it);
+  ``abstract_state`` is its tree of ShapeDtypeStructs.
+  """
 
   def init_state():
     params = nnx.state(family.make_model(nnx.Rngs(seed)), nnx.Param)
     return steps.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
 
-  return init_state
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: family.make_model(nnx.Rngs(0))))
+  return graphdef, init_state, jax.eval_shape(init_state)
+
+
+def placed(abstract_state, shardings):
+  """``abstract_state`` with each leaf's sharding set: the restore target of a checkpoint."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract_state, shardings)
 
 
 def load_run_config(workdir):
@@ -143,12 +154,11 @@ def load_trained(workdir):
   if step is None:
     raise ValueError(f"workdir {workdir} has no checkpoint yet; let its training save one.")
   optimizer, _ = steps.make_optimizer(config)
+  graphdef, _, abstract_state = state_structure(family, optimizer, config.seed)
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract_state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-                                jax.eval_shape(make_init_state(family, optimizer, config.seed)))
-  state, _ = checkpointer.restore(step, abstract_state)
+  state, _ = checkpointer.restore(
+      step, placed(abstract_state, jax.tree.map(lambda _: device, abstract_state)))
   checkpointer.close()
-  graphdef = nnx.graphdef(nnx.eval_shape(lambda: family.make_model(nnx.Rngs(0))))
   tokenizer = tokenizer_lib.Tokenizer.load(os.path.join(workdir, TOKENIZER_FILE))
   return config, family, tokenizer, graphdef, state.params
 
@@ -193,9 +203,7 @@ def run(config, workdir):
   # --- Sharded state, built in place on the mesh (never whole on one device).
   optimizer, schedule = steps.make_optimizer(config)
 
-  init_state = make_init_state(family, optimizer, config.seed)
-  graphdef = nnx.graphdef(nnx.eval_shape(lambda: family.make_model(nnx.Rngs(0))))
-  abstract_state = jax.eval_shape(init_state)
+  graphdef, init_state, abstract_state = state_structure(family, optimizer, config.seed)
   state_sharding = sharding.state_shardings(abstract_state, mesh, rules)
   replicated = jax.NamedSharding(mesh, jax.P())
   train_step, eval_step = family.steps(graphdef, optimizer, tokenizer)
@@ -209,10 +217,8 @@ def run(config, workdir):
       start_step = 0
       state = jax.jit(init_state, out_shardings=state_sharding)()
     else:
-      abstract_sharded = jax.tree.map(
-          lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state,
-          state_sharding)
-      state, data_position = checkpointer.restore(start_step, abstract_sharded)
+      state, data_position = checkpointer.restore(start_step, placed(abstract_state,
+                                                                     state_sharding))
       train_batches.restore(data_position)
   rng = jax.random.key(config.seed)
   eval_rng = jax.random.key(config.seed + 1)
