@@ -2,10 +2,10 @@
 
     python benchmarks/kv_cache.py [--size=mini] [--batch=4] [--prompt_length=16]
 
-With the cache, one decode step runs the model on one new token per row, so the time per
-generated token stays flat as the output grows. Without it, producing token n re-runs the
-whole prompt + n tokens (``generation.generate_without_cache``): the per-token time grows
-with n. Both are timed after compilation, best of ``--repeats``, on a random-init model
+With the cache, one decode step runs the model on one new token per row; only attention's
+read of the cached keys and values grows with the output. Without it, producing token n
+re-runs the whole prompt + n tokens (``generation.generate_without_cache``): the per-token
+time grows with n. Both are timed after compilation, best of ``--repeats``, on a random-init model
 (timing does not depend on the weights).
 """
 

@@ -152,7 +152,8 @@ def test_num_kv_heads_equal_to_num_heads_is_multi_head_attention():
   assert explicit["blocks"][0]["attention"]["key"]["kernel"] == (128, 128)
   assert shapes(grouped)["blocks"][0]["attention"]["key"]["kernel"] == (128, 64)
   cache = gpt.init_cache(grouped, batch_size=3, max_length=16)
-  assert cache["key"].shape == (2, 3, 16, 2, 32)  # (L, B, S, K, H)
+  assert len(cache["layers"]) == 2
+  assert cache["layers"][0]["key"].shape == (3, 2, 16, 32)  # (B, K, S, H)
 
 
 def test_rotary_scores_depend_only_on_position_differences():
@@ -185,7 +186,7 @@ def test_cache_may_be_narrower_than_compute():
   cache = gpt.init_cache(nnx.merge(*model).cfg, batch_size=1, max_length=8, dtype="bfloat16")
   tokens, positions = jnp.asarray([[5, 17, 3]]), jnp.arange(3)[None]
   logits, cache = run(*model, tokens, positions, cache=cache)
-  assert logits.dtype == jnp.float32 and cache["key"].dtype == jnp.bfloat16
+  assert logits.dtype == jnp.float32 and cache["layers"][1]["value"].dtype == jnp.bfloat16
   np.testing.assert_allclose(logits, forward(model, tokens), atol=0.05)
 
 

@@ -99,17 +99,23 @@ class GPTConfig:
 def init_cache(cfg, batch_size, max_length, dtype=None):
   """An empty KV cache: a plain dict of arrays, so prefill and decode stay pure functions.
 
-  key, value: (L, B, S, K, H) in ``dtype`` (default ``cfg.dtype``), S = ``max_length``.
+  layers: one dict per layer of key (B, K, S, H) and value (B, K, H, S) in ``dtype`` (default
+  ``cfg.dtype``), S = ``max_length``. Separate per-layer arrays, laid out as the attention
+  matmuls read them, let a decode step use the cache in place: a stacked (L, B, S, K, H)
+  array made XLA copy and transpose every layer's cache at every step.
   segment_ids: (B, S) int32, the segment of the token written in each slot (0: padding or
   not yet written). length: () int32, slots written so far; the next call writes after them.
   Rows advance in lockstep (left-pad ragged prompts), and a call writing past S is silently
   clamped by XLA, so size S for the prompt plus every token to be generated.
   """
-  shape = (cfg.num_layers, batch_size, max_length, cfg.kv_heads, cfg.head_size)
+  key_shape = (batch_size, cfg.kv_heads, max_length, cfg.head_size)
+  value_shape = (batch_size, cfg.kv_heads, cfg.head_size, max_length)
   dtype = dtype or cfg.dtype
   return {
-      "key": jnp.zeros(shape, dtype),
-      "value": jnp.zeros(shape, dtype),
+      "layers": [{
+          "key": jnp.zeros(key_shape, dtype),
+          "value": jnp.zeros(value_shape, dtype)
+      } for _ in range(cfg.num_layers)],
       "segment_ids": jnp.zeros((batch_size, max_length), jnp.int32),
       "length": jnp.zeros((), jnp.int32)
   }
@@ -141,12 +147,32 @@ def causal_mask(query_segments, key_segments, query_slots, key_slots):
   return (causal[None] & same_segment)[:, None]
 
 
-def write_kv(cache, layer, key, value):
-  """Writes (B, T, K, H) keys and values into ``layer``'s slots [length, length + T)."""
-  start = (layer, 0, cache["length"], 0, 0)
-  update = lambda stacked, new: jax.lax.dynamic_update_slice(stacked, new[None].astype(stacked.dtype
-                                                                                      ), start)
-  return {**cache, "key": update(cache["key"], key), "value": update(cache["value"], value)}
+def write_kv(layer_cache, start, key, value):
+  """Writes (B, T, K, H) keys and values into slots [start, start + T) of one layer's cache."""
+  key = jnp.transpose(key, (0, 2, 1, 3)).astype(layer_cache["key"].dtype)  # (B, K, T, H)
+  value = jnp.transpose(value, (0, 2, 3, 1)).astype(layer_cache["value"].dtype)  # (B, K, H, T)
+  return {
+      "key": jax.lax.dynamic_update_slice(layer_cache["key"], key, (0, 0, start, 0)),
+      "value": jax.lax.dynamic_update_slice(layer_cache["value"], value, (0, 0, 0, start))
+  }
+
+
+def cached_attention(q, key, value, mask):
+  """q: (B, T, N, H) against cached key (B, K, S, H) and value (B, K, H, S); mask (B, 1, T, S).
+
+  Each cached array is laid out with the contracted axis last, the operand layout XLA's CPU
+  matmuls take without a copy (measured: any other layout copies the cache every step); ``jax.nn.dot_product_attention`` would
+  want (B, S, K, H) and transpose the whole cache at every decode step. Returns (B, T, N, H).
+  """
+  batch, length, num_heads, head_size = q.shape
+  kv_heads = key.shape[1]
+  q = q.reshape(batch, length, kv_heads, num_heads // kv_heads, head_size)  # (B, T, K, G, H)
+  scale = jnp.sqrt(head_size).astype(q.dtype)
+  scores = jnp.einsum("btkgh,bksh->bkgts", q, key.astype(q.dtype)) / scale  # (B, K, G, T, S)
+  scores = jnp.where(mask[:, :, None], scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+  context = jnp.einsum("bkgts,bkhs->btkgh", probs, value.astype(q.dtype))  # (B, T, K, G, H)
+  return context.reshape(batch, length, num_heads, head_size)
 
 
 def norm(cfg, rngs):
@@ -175,12 +201,14 @@ class CausalSelfAttention(nnx.Module):
     v = self.value(x).reshape(batch, length, cfg.kv_heads, cfg.head_size)  # (B, T, K, H)
     if cfg.positions == "rotary":
       q, k = apply_rotary(q, positions, cfg.rope_theta), apply_rotary(k, positions, cfg.rope_theta)
-    if cache is not None:
-      cache = write_kv(cache, layer, k, v)
-      k, v = cache["key"][layer], cache["value"][layer]  # (B, S, K, H)
-    # The cache may be stored narrower than the compute dtype (cache_dtype in generation).
-    context = jax.nn.dot_product_attention(
-        q, k.astype(q.dtype), v.astype(q.dtype), mask=mask)  # (B, T, N, H)
+    if cache is None:
+      context = jax.nn.dot_product_attention(q, k, v, mask=mask)  # (B, T, N, H)
+    else:
+      layer_cache = write_kv(cache["layers"][layer], cache["length"], k, v)  # (B, K, S, H) each
+      context = cached_attention(q, layer_cache["key"], layer_cache["value"], mask)
+      cache = {
+          **cache, "layers": [*cache["layers"][:layer], layer_cache, *cache["layers"][layer + 1:]]
+      }
     return self.out(context.reshape(batch, length, -1)), cache  # (B, T, D)
 
 
