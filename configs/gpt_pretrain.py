@@ -52,7 +52,7 @@ def get_config(arg=None):
   config.model.size = size  # Preset in jaxssl.models.gpt.PRESETS.
   config.model.max_position = 1024 if accelerator else 512  # Longest prompt + generation.
   # Architecture switches (None: the preset's): "layernorm"/"rmsnorm", "learned"/"rotary",
-  # "gelu"/"swiglu", and fewer key/value than query heads for grouped-query attention.
+  # "gelu"/"gelu_tanh"/"swiglu", and fewer key/value than query heads for grouped-query attention.
   config.model.norm = ml_collections.FieldReference(None, field_type=str)
   config.model.positions = ml_collections.FieldReference(None, field_type=str)
   config.model.mlp = ml_collections.FieldReference(None, field_type=str)

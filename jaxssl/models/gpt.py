@@ -22,7 +22,13 @@ PRESETS = {
     "mini":
         dict(num_layers=4, hidden_size=256, num_heads=4, mlp_dim=1024),
     "gpt2":
-        dict(num_layers=12, hidden_size=768, num_heads=12, mlp_dim=3072, max_position=1024),
+        dict(
+            num_layers=12,
+            hidden_size=768,
+            num_heads=12,
+            mlp_dim=3072,
+            max_position=1024,
+            mlp="gelu_tanh"),
     "llama-tiny":
         dict(
             num_layers=2,
@@ -41,7 +47,7 @@ PRESETS = {
 CHOICES = {
     "norm": ("layernorm", "rmsnorm"),
     "positions": ("learned", "rotary"),
-    "mlp": ("gelu", "swiglu")
+    "mlp": ("gelu", "gelu_tanh", "swiglu")
 }
 
 
@@ -58,7 +64,7 @@ class GPTConfig:
   norm: str = "layernorm"
   positions: str = "learned"
   rope_theta: float = 10000.0
-  mlp: str = "gelu"
+  mlp: str = "gelu"  # gelu (exact), gelu_tanh (GPT-2's approximation) or swiglu (Llama's).
   tie_embeddings: bool = True  # The output projection is the token embedding table.
   use_bias: bool = True  # Biases in attention and MLP projections (GPT-2 has them, Llama not).
   dropout_rate: float = 0.1
@@ -223,7 +229,7 @@ class PreLNBlock(nnx.Module):
     if cfg.mlp == "swiglu":
       self.mlp = layers.SwiGLU(cfg, rngs, use_bias=cfg.use_bias)
     else:
-      self.mlp = layers.MLP(cfg, rngs, use_bias=cfg.use_bias)
+      self.mlp = layers.MLP(cfg, rngs, use_bias=cfg.use_bias, tanh_gelu=cfg.mlp == "gelu_tanh")
 
   def __call__(self, x, positions, mask, cache=None, layer=0, dropout_rng=None):
     attention_rng, mlp_rng = layers.layer_rngs(dropout_rng, 2)

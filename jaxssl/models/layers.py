@@ -124,13 +124,15 @@ class SelfAttention(nnx.Module):
 
 
 class MLP(nnx.Module):
+  """up, GELU, down. ``tanh_gelu``: GELU's tanh approximation (GPT-2's), else the exact one."""
 
-  def __init__(self, cfg, rngs, use_bias=True):
+  def __init__(self, cfg, rngs, use_bias=True, tanh_gelu=False):
+    self.tanh_gelu = tanh_gelu
     self.up = dense(cfg.hidden_size, cfg.mlp_dim, "embed", "mlp", cfg, rngs, use_bias=use_bias)
     self.down = dense(cfg.mlp_dim, cfg.hidden_size, "mlp", "embed", cfg, rngs, use_bias=use_bias)
 
   def __call__(self, x):  # (B, T, D) -> (B, T, D)
-    return self.down(jax.nn.gelu(self.up(x), approximate=False))
+    return self.down(jax.nn.gelu(self.up(x), approximate=self.tanh_gelu))
 
 
 class SwiGLU(nnx.Module):
