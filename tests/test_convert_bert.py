@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import safetensors.numpy
 
 from jaxssl.convert import hf_bert
-from jaxssl.data import wordpiece
+from jaxssl.data import pretrained_tokenizers
 
 TOLERANCE = 1e-4
 SENTENCES = [
@@ -46,7 +46,7 @@ def model_dir():
 @pytest.fixture(scope="module")
 def batch(model_dir):
   """[CLS] ids [SEP] rows, right-padded to the longest: (B, T) ids and a (B, T) bool mask."""
-  tokenizer = wordpiece.WordPieceTokenizer.load(model_dir)
+  tokenizer = pretrained_tokenizers.WordPieceTokenizer.load(model_dir)
   rows = [[tokenizer.cls_id, *ids, tokenizer.sep_id] for ids in tokenizer.encode_batch(SENTENCES)]
   length = max(map(len, rows))
   input_ids = np.full((len(rows), length), tokenizer.pad_id, np.int32)
@@ -70,7 +70,7 @@ def test_token_ids_match_the_hf_tokenizer(model_dir, batch):
 
 
 def test_wordpiece_special_ids_and_decoding_match_the_hf_tokenizer(model_dir):
-  tokenizer = wordpiece.WordPieceTokenizer.load(model_dir)
+  tokenizer = pretrained_tokenizers.WordPieceTokenizer.load(model_dir)
   expected = transformers.AutoTokenizer.from_pretrained(model_dir)
   for special in ("pad", "unk", "cls", "sep", "mask"):
     assert getattr(tokenizer, f"{special}_id") == getattr(expected, f"{special}_token_id")

@@ -1,0 +1,223 @@
+"""Pretrained models' tokenizers (the one module that imports ``tokenizers``).
+
+Both classes offer the interface of ``jaxssl.data.tokenizer.Tokenizer``, so a converted
+checkpoint sees the ids it was trained on:
+
+- ``WordPieceTokenizer``: BERT's, from a Hugging Face ``tokenizer.json``. The file's normalizer
+  does what the model's tokenizer config says (lowercasing, accent stripping); its truncation
+  and padding settings are switched off, because batching decides lengths here. Unlike
+  SentencePiece's control symbols, a literal "[MASK]" (or "[CLS]"…) in text encodes to that
+  special id, exactly as the model's own Hugging Face tokenizer does.
+- ``ByteLevelBPETokenizer``: GPT-2/Llama-3-style byte-level BPE, built from a vocabulary and
+  merges (as a GGUF file holds them) or loaded from the directory it saved itself to.
+"""
+
+from collections.abc import Sequence
+import json
+import os
+
+import tokenizers
+from tokenizers import decoders
+from tokenizers import models
+from tokenizers import pre_tokenizers
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+class WordPieceTokenizer:
+  """A WordPiece vocabulary whose special tokens are found by their pieces, wherever they are.
+
+  ``num_special`` is the first id of a regular piece: BERT's vocabularies start with [PAD], the
+  reserved ``[unusedN]`` pieces and the other special tokens, and ids below it never occur in
+  text, which is what the pretraining code relies on when it skips them.
+  """
+
+  def __init__(self, tokenizer: tokenizers.Tokenizer, model_path: str):
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    missing = [piece for piece in SPECIAL_TOKENS if piece not in vocab]
+    if missing:
+      raise ValueError(f"{model_path!r} has no {missing} tokens; a BERT WordPiece tokenizer.json "
+                       f"must hold all of {SPECIAL_TOKENS}.")
+    self._special_ids = {piece: vocab[piece] for piece in SPECIAL_TOKENS}
+    first_regular_id = 0
+    while _is_reserved(tokenizer.id_to_token(first_regular_id)):
+      first_regular_id += 1
+    if max(self._special_ids.values()) >= first_regular_id:
+      raise ValueError(f"{model_path!r} places special tokens at {self._special_ids}, after its "
+                       f"first regular piece (id {first_regular_id}); use a vocabulary that "
+                       "starts with them, as BERT's do.")
+    self._num_special = first_regular_id
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    self._tokenizer = tokenizer
+    self._model_path = model_path
+
+  @classmethod
+  def load(cls, path: str) -> "WordPieceTokenizer":
+    """From a ``tokenizer.json`` file, or a model directory that holds one."""
+    if os.path.isdir(path):
+      path = os.path.join(path, "tokenizer.json")
+    if not os.path.exists(path):
+      raise FileNotFoundError(
+          f"{path!r} does not exist; write it with transformers: "
+          "AutoTokenizer.from_pretrained(model_dir).save_pretrained(model_dir).")
+    return cls(tokenizers.Tokenizer.from_file(path), path)
+
+  @property
+  def model_path(self) -> str:
+    """The file it was loaded from, e.g. to copy into a run's workdir."""
+    return self._model_path
+
+  @property
+  def vocab_size(self) -> int:
+    return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+  @property
+  def num_special(self) -> int:
+    return self._num_special
+
+  @property
+  def pad_id(self) -> int:
+    return self._special_ids["[PAD]"]
+
+  @property
+  def unk_id(self) -> int:
+    return self._special_ids["[UNK]"]
+
+  @property
+  def cls_id(self) -> int:
+    return self._special_ids["[CLS]"]
+
+  @property
+  def sep_id(self) -> int:
+    return self._special_ids["[SEP]"]
+
+  @property
+  def mask_id(self) -> int:
+    return self._special_ids["[MASK]"]
+
+  def encode(self, text: str) -> list[int]:
+    """The text's ids without [CLS]/[SEP], which the example builders add."""
+    return self._tokenizer.encode(text, add_special_tokens=False).ids
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    """Encodes many texts at once on all CPU cores (the library's own thread pool)."""
+    encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    return [encoding.ids for encoding in encodings]
+
+  def decode(self, ids: Sequence[int]) -> str:
+    """The text of ``ids``, special tokens left out (as SentencePiece leaves out control ids)."""
+    return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
+
+  def id_to_piece(self, token_id: int) -> str:
+    return self._tokenizer.id_to_token(int(token_id))
+
+
+def _is_reserved(piece: str | None) -> bool:
+  """Special tokens and BERT's ``[unusedN]`` placeholders: bracketed, never produced by text."""
+  return piece is not None and piece.startswith("[") and piece.endswith("]") and len(piece) > 2
+
+
+# How each GGUF ``tokenizer.ggml.pre`` name splits text before BPE: GPT-2's byte-level regex,
+# with digits first split one by one where the model was trained so (as llama.cpp does).
+_PRE_TOKENIZERS = {
+    "gpt-2": [],
+    "default": [],
+    "smollm": [pre_tokenizers.Digits(individual_digits=True)],
+}
+_ROLES_FILE = "special_tokens.json"
+
+
+class ByteLevelBPETokenizer:
+  """Byte-level BPE with named special-token roles.
+
+  ``sep_id`` is the end-of-text token: the document separator in packed pretraining and the
+  stop token in generation. ``pad_id`` fills padding (never attended to). ``num_special`` is
+  the first id after the leading control tokens; ids below it never occur in text.
+  """
+
+  def __init__(self, tokenizer: tokenizers.Tokenizer, roles: dict[str, str], model_path: str):
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    missing = [token for token in roles.values() if token not in vocab]
+    if missing:
+      raise ValueError(f"{model_path!r} names special tokens {missing} that are not in its "
+                       "vocabulary; is the file complete?")
+    self._tokenizer = tokenizer
+    self._roles = dict(roles)
+    self._ids = {role: vocab[token] for role, token in roles.items()}
+    special = {token.content for token in tokenizer.get_added_tokens_decoder().values()}
+    first_regular_id = 0
+    while tokenizer.id_to_token(first_regular_id) in special:
+      first_regular_id += 1
+    self._num_special = first_regular_id
+    self._model_path = model_path
+
+  @classmethod
+  def from_vocab(cls, tokens, merges, special_ids, *, sep_id, pad_id, pre="gpt-2", source=""):
+    """From a token list (id = index), merges ("a b" strings, by rank), the ids of the
+    special tokens (encoded whole, never split) and the separator and padding ids."""
+    if pre not in _PRE_TOKENIZERS:
+      raise ValueError(f"{source!r}: pre-tokenizer {pre!r} is not supported; jaxssl knows "
+                       f"{sorted(_PRE_TOKENIZERS)}.")
+    vocab = {token: index for index, token in enumerate(tokens)}
+    bpe = models.BPE(vocab, [tuple(merge.split(" ", 1)) for merge in merges], fuse_unk=False)
+    tokenizer = tokenizers.Tokenizer(bpe)
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        _PRE_TOKENIZERS[pre] + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens(
+        [tokenizers.AddedToken(tokens[i], special=True, normalized=False) for i in special_ids])
+    return cls(tokenizer, {"sep": tokens[sep_id], "pad": tokens[pad_id]}, source)
+
+  @classmethod
+  def load(cls, directory: str) -> "ByteLevelBPETokenizer":
+    """From a directory written by ``save``: tokenizer.json and special_tokens.json."""
+    paths = [os.path.join(directory, name) for name in ("tokenizer.json", _ROLES_FILE)]
+    for path in paths:
+      if not os.path.exists(path):
+        raise FileNotFoundError(f"{path!r} does not exist; write the directory with "
+                                "ByteLevelBPETokenizer.save.")
+    with open(paths[1], encoding="utf-8") as f:
+      roles = json.load(f)
+    return cls(tokenizers.Tokenizer.from_file(paths[0]), roles, directory)
+
+  def save(self, directory: str):
+    """Writes tokenizer.json (loadable by ``tokenizers`` and transformers) and the roles."""
+    os.makedirs(directory, exist_ok=True)
+    self._tokenizer.save(os.path.join(directory, "tokenizer.json"))
+    with open(os.path.join(directory, _ROLES_FILE), "w", encoding="utf-8") as f:
+      json.dump(self._roles, f, indent=2)
+
+  @property
+  def model_path(self) -> str:
+    return self._model_path
+
+  @property
+  def vocab_size(self) -> int:
+    return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+  @property
+  def num_special(self) -> int:
+    return self._num_special
+
+  @property
+  def pad_id(self) -> int:
+    return self._ids["pad"]
+
+  @property
+  def sep_id(self) -> int:
+    return self._ids["sep"]
+
+  def encode(self, text: str) -> list[int]:
+    return self._tokenizer.encode(text, add_special_tokens=False).ids
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    return [encoding.ids for encoding in encodings]
+
+  def decode(self, ids: Sequence[int]) -> str:
+    """The text of ``ids``, special tokens left out."""
+    return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
+
+  def id_to_piece(self, token_id: int) -> str:
+    return self._tokenizer.id_to_token(int(token_id))
