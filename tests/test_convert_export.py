@@ -130,12 +130,11 @@ def test_command_line_exports_a_bert_workdir(tiny_config, tmp_path):
                                 nnx.merge(graphdef, params).encoder.token_embed.embedding[...])
 
 
-def test_command_line_rejects_a_gpt_or_missing_workdir(tfds_dir, tokenizer_path, tmp_path):
-  # The objective is checked before any checkpoint is read, so a GPT run's config.json will do.
+def test_command_line_rejects_a_workdir_without_a_checkpoint(tfds_dir, tokenizer_path, tmp_path):
   gpt_workdir = tmp_path / "gpt"
   gpt_workdir.mkdir()
   (gpt_workdir / "config.json").write_text(small_gpt_config(tfds_dir, tokenizer_path).to_json())
-  for workdir, message in [(gpt_workdir, "export of GPT is not implemented yet"),
+  for workdir, message in [(gpt_workdir, "has no checkpoint yet"),
                            (tmp_path / "none", "holds no run")]:
     process = run_convert(f"--workdir={workdir}", f"--output={tmp_path / 'hf'}")
     assert process.returncode == 2

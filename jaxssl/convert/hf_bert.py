@@ -101,7 +101,7 @@ def read_tensors(directory: str) -> dict[str, np.ndarray]:
     state_dict = torch.load(torch_path, map_location="cpu", weights_only=True)
     return {name: tensor.numpy() for name, tensor in state_dict.items()}
   raise FileNotFoundError(f"{directory!r} holds neither model.safetensors nor pytorch_model.bin; "
-                          "point load_hf_bert at a Hugging Face BERT checkpoint directory.")
+                          "point at a Hugging Face checkpoint directory.")
 
 
 def encoder_state_from_hf(tensors: dict[str, np.ndarray], cfg: bert.BertConfig) -> nnx.State:
