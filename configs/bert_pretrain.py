@@ -58,6 +58,11 @@ def get_config(arg=None):
   config.nsp = options["nsp"].lower(
   ) == "true"  # Next-sentence prediction on/off (off: B always follows A).
 
+  # Start from a published checkpoint instead of random weights: a name ("minilm"), a Hugging
+  # Face directory or a .gguf file (jaxssl.pretrained). Its model config and tokenizer replace
+  # the model, vocab_size and tokenizer fields below, except model dtypes and dropout rates.
+  config.init_from = ""
+
   # Tokenizer.
   config.vocab_size = 30522 if accelerator else 8000  # SentencePiece vocabulary = embedding rows.
   config.tokenizer = ""  # Path to an existing SentencePiece model; "" trains one into the workdir.

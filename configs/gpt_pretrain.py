@@ -43,6 +43,11 @@ def get_config(arg=None):
   config.eval_split = "train[:1%]" if accelerator else "validation"
   config.max_seq_length = 1024 if accelerator else 128  # Tokens per packed row.
 
+  # Start from a published checkpoint instead of random weights: a name ("smollm2"), a Hugging
+  # Face directory or a .gguf file (jaxssl.pretrained). Its model config and tokenizer replace
+  # the model, vocab_size and tokenizer fields below, except model dtypes and dropout rates.
+  config.init_from = ""
+
   # Tokenizer.
   config.vocab_size = 32768 if accelerator else 8000  # SentencePiece vocabulary = embedding rows.
   config.tokenizer = ""  # Path to an existing SentencePiece model; "" trains one into the workdir.

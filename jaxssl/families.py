@@ -24,10 +24,11 @@ class Bert:
   """Masked-language modelling on sentence pairs, plus next-sentence prediction if config.nsp."""
 
   progress_metric = "mlm_loss"
+  model_config_class = bert.BertConfig
 
-  def __init__(self, config):
+  def __init__(self, config, model_config=None):
     self.config = config
-    self.model_config = bert.BertConfig.from_dict({
+    self.model_config = model_config or bert.BertConfig.from_dict({
         **config.model.to_dict(), "vocab_size": config.vocab_size
     })
 
@@ -97,10 +98,11 @@ class Gpt:
   """Next-token prediction on documents packed into full rows."""
 
   progress_metric = "lm_loss"
+  model_config_class = gpt.GPTConfig
 
-  def __init__(self, config):
+  def __init__(self, config, model_config=None):
     self.config = config
-    self.model_config = gpt.GPTConfig.from_dict({
+    self.model_config = model_config or gpt.GPTConfig.from_dict({
         **config.model.to_dict(), "vocab_size": config.vocab_size
     })
 
@@ -149,8 +151,10 @@ class Gpt:
 FAMILIES = {"bert": Bert, "gpt": Gpt}
 
 
-def family(config):
+def family(config, model_config=None):
+  """The objective's family; ``model_config`` (a checkpoint's, see ``init_from``) replaces the
+  one ``config.model`` describes."""
   if config.objective not in FAMILIES:
     raise ValueError(
         f"objective={config.objective!r} is not supported; use one of {sorted(FAMILIES)}.")
-  return FAMILIES[config.objective](config)
+  return FAMILIES[config.objective](config, model_config)

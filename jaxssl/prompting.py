@@ -1,6 +1,7 @@
 """Classification by prompting a language model, with no added layer.
 
     python -m jaxssl.prompting --workdir=/tmp/gpt --dataset=jaxssl_sentiment/movie_reviews
+    python -m jaxssl.prompting --init_from=smollm2 --output_dir=/tmp/prompting_smollm2
 
 A prompt holds an instruction, k labelled demonstrations and the query; the prediction is the
 label word the model finds most likely next (Brown et al. 2020). A prompt biases the model
@@ -29,6 +30,7 @@ from flax import nnx
 from matplotlib import figure
 from tqdm import tqdm
 
+from jaxssl import pretrained
 from jaxssl import train
 from jaxssl.data import corpora
 
@@ -43,6 +45,9 @@ def define_flags():
   """The command line's flags (defined only when run as a program, so importing the
   library functions next to another command's module never defines a flag twice)."""
   flags.DEFINE_string("workdir", None, "A GPT pretraining workdir (jaxssl.main).")
+  flags.DEFINE_string(
+      "init_from", None, "Instead of --workdir: a published decoder, e.g. "
+      "smollm2 (see jaxssl.pretrained).")
   flags.DEFINE_string("dataset", "jaxssl_sentiment/movie_reviews",
                       "TFDS dataset with 'text' and a class 'label'.")
   flags.DEFINE_string("data_dir", None, "TFDS data dir (default: the run's).")
@@ -51,7 +56,6 @@ def define_flags():
   flags.DEFINE_integer("batch_size", 16, "Sequences per forward pass.")
   flags.DEFINE_integer("seed", 0, "Seeds the test sample and the demonstrations.")
   flags.DEFINE_string("output_dir", None, "Where to write (default WORKDIR/prompting).")
-  flags.mark_flags_as_required(["workdir"])
 
 
 def build_prompt(instruction, demonstrations, query, template=TEMPLATE):
@@ -308,26 +312,45 @@ def balanced_sample(examples, num_examples, label_words, seed):
   return [examples[i] for i in rng.permutation(chosen)]
 
 
-def evaluate_workdir(workdir,
+def load_decoder(workdir=None, init_from=None):
+  """(description, graphdef, params, tokenizer, data_dir) of the GPT trained in ``workdir`` or
+  of the published decoder ``init_from`` names (see ``jaxssl.pretrained``): exactly one."""
+  if (workdir is None) == (init_from is None):
+    raise ValueError("pass exactly one of workdir (a GPT pretraining run) and init_from "
+                     f"(a published decoder such as 'smollm2'); got {workdir=}, {init_from=}.")
+  if init_from is not None:
+    loaded = pretrained.load(init_from)
+    if loaded.objective != "gpt":
+      raise ValueError(f"init_from={init_from!r} is a {loaded.objective.upper()} encoder; "
+                       "prompting needs a decoder such as 'smollm2'.")
+    graphdef, params = nnx.split(loaded.model)
+    return f"{init_from} ({os.path.basename(loaded.path)})", graphdef, params, loaded.tokenizer, None
+  config, _, tokenizer, graphdef, params = train.load_trained(workdir)
+  if config.objective != "gpt":
+    raise ValueError(f"workdir {workdir} holds a {config.objective!r} run; prompting needs a GPT.")
+  description = f"jaxssl GPT {config.model.size} ({os.path.basename(os.path.abspath(workdir))})"
+  return description, graphdef, params, tokenizer, config.get("data_dir")
+
+
+def evaluate_decoder(workdir=None,
+                     init_from=None,
+                     *,
                      dataset,
                      shots,
                      num_examples,
-                     *,
                      data_dir=None,
                      batch_size=16,
                      seed=0):
-  """The report of k-shot prompting the GPT in ``workdir`` on ``dataset``'s test split, with the
-  train split as the demonstration pool."""
-  config, family, tokenizer, graphdef, params = train.load_trained(workdir)
-  if config.objective != "gpt":
-    raise ValueError(f"workdir {workdir} holds a {config.objective!r} run; prompting needs a GPT.")
-  data_dir = data_dir or config.get("data_dir")
+  """The report of k-shot prompting a decoder (see ``load_decoder``) on ``dataset``'s test
+  split, with the train split as the demonstration pool."""
+  description, graphdef, params, tokenizer, run_data_dir = load_decoder(workdir, init_from)
+  data_dir = data_dir or run_data_dir
   label_words = corpora.label_names(dataset, data_dir)
   pool = corpora.load_examples(dataset, "train", data_dir)
   test = balanced_sample(
       corpora.load_examples(dataset, "test", data_dir), num_examples, label_words, seed)
   longest_label = max(len(ids) for ids in label_token_ids(tokenizer, label_words))
-  max_prompt_tokens = family.model_config.max_position - longest_label
+  max_prompt_tokens = nnx.merge(graphdef, params).cfg.max_position - longest_label
   score_fn = gpt_score_fn(graphdef, params, tokenizer.pad_id, batch_size)
   rows = evaluate_shots(
       score_fn,
@@ -339,10 +362,10 @@ def evaluate_workdir(workdir,
       max_prompt_tokens=max_prompt_tokens,
       label_words=label_words)
   majority = int(np.bincount([example["label"] for example in pool]).argmax())
-  workdir = os.path.abspath(workdir)
   return {
-      "model": f"jaxssl GPT {config.model.size} ({os.path.basename(workdir)})",
-      "workdir": workdir,
+      "model": description,
+      "workdir": workdir and os.path.abspath(workdir),
+      "init_from": init_from,
       "dataset": dataset,
       "demonstration_split": "train",
       "test_split": "test",
@@ -410,18 +433,24 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
   try:
-    report = evaluate_workdir(
+    output_dir = flags.FLAGS.output_dir
+    if output_dir is None:
+      if flags.FLAGS.workdir is None:
+        raise ValueError("--output_dir is required with --init_from (there is no workdir to "
+                         "write into).")
+      output_dir = os.path.join(flags.FLAGS.workdir, "prompting")
+    report = evaluate_decoder(
         flags.FLAGS.workdir,
-        flags.FLAGS.dataset,
-        parse_shots(flags.FLAGS.shots),
-        flags.FLAGS.num_examples,
+        flags.FLAGS.init_from,
+        dataset=flags.FLAGS.dataset,
+        shots=parse_shots(flags.FLAGS.shots),
+        num_examples=flags.FLAGS.num_examples,
         data_dir=flags.FLAGS.data_dir,
         batch_size=flags.FLAGS.batch_size,
         seed=flags.FLAGS.seed)
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
-  output_dir = flags.FLAGS.output_dir or os.path.join(flags.FLAGS.workdir, "prompting")
   os.makedirs(output_dir, exist_ok=True)
   with open(os.path.join(output_dir, "prompting.json"), "w", encoding="utf-8") as f:
     json.dump(report, f, indent=2)

@@ -3,6 +3,7 @@
 Every check a user's input can fail runs before anything is written to the workdir.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -21,18 +22,24 @@ from tqdm import tqdm
 from jaxssl import checkpoint
 from jaxssl import families
 from jaxssl import metrics as metrics_lib
+from jaxssl import pretrained
 from jaxssl import sharding
 from jaxssl import steps
 from jaxssl.data import corpora
+from jaxssl.data import pretrained_tokenizers
 from jaxssl.data import pretraining
 from jaxssl.data import tokenizer as tokenizer_lib
 
 # Fields that fix what a workdir's checkpoints and tokenizer mean: resuming with any other
 # value would silently train a different run.
-RUN_IDENTITY_FIELDS = ("objective", "seed", "dataset", "text_key", "train_split", "vocab_size",
-                       "tokenizer", "max_seq_length", "max_predictions_per_seq", "short_seq_prob",
-                       "mask_prob", "nsp", "model", "batch_size")
-TOKENIZER_FILE = "tokenizer.model"
+RUN_IDENTITY_FIELDS = ("objective", "init_from", "seed", "dataset", "text_key", "train_split",
+                       "vocab_size", "tokenizer", "max_seq_length", "max_predictions_per_seq",
+                       "short_seq_prob", "mask_prob", "nsp", "model", "batch_size")
+TOKENIZER_FILE = tokenizer_lib.MODEL_FILE
+# A run started from a checkpoint (init_from) records the checkpoint's model config here.
+MODEL_CONFIG_FILE = "model_config.json"
+# Model config fields a run's config.model may set on a checkpoint: they change no shapes.
+INIT_OVERRIDES = ("dtype", "param_dtype", "dropout_rate", "attention_dropout_rate")
 
 
 def check_config(config, family, mesh):
@@ -42,7 +49,7 @@ def check_config(config, family, mesh):
     raise ValueError(f"max_seq_length={config.max_seq_length} exceeds the position table "
                      f"(model.max_position={max_position}); lower it or raise model.max_position.")
   family.check()
-  if config.vocab_size <= len(tokenizer_lib.SPECIAL_TOKENS):
+  if not config.get("init_from") and config.vocab_size <= len(tokenizer_lib.SPECIAL_TOKENS):
     raise ValueError(f"vocab_size={config.vocab_size} leaves no room beside the special tokens.")
   parallel = sharding.batch_parallelism(mesh)
   if config.batch_size % parallel or config.batch_size % jax.process_count():
@@ -64,6 +71,52 @@ def check_workdir(config, workdir):
       raise ValueError(
           f"workdir {workdir} holds an incompatible run ({field}={previous.get(field)!r}, "
           f"this config has {current.get(field)!r}); use a new --workdir or that config.")
+
+
+def load_init(config):
+  """The checkpoint ``config.init_from`` names (``jaxssl.pretrained``), or None if it is ""."""
+  if not config.get("init_from"):
+    return None
+  objective = pretrained.objective_of(config.init_from)
+  if objective != config.objective:
+    raise ValueError(f"init_from={config.init_from!r} holds a {objective.upper()} model but "
+                     f"objective={config.objective!r}; start a {objective} run from it.")
+  known = {
+      field.name for field in dataclasses.fields(families.FAMILIES[objective].model_config_class)
+  }
+  overrides = {
+      field: config.model[field]
+      for field in INIT_OVERRIDES
+      if field in config.model and field in known
+  }
+  return pretrained.load(config.init_from, **overrides)
+
+
+def with_checkpoint_params(params, init):
+  """``params`` (sharded, freshly initialised) with every tensor ``init`` holds in its place:
+  all of a GPT, the encoder of a BERT (its pretraining heads stay as initialised)."""
+  prefix = ("encoder",) if init.objective == "bert" else ()
+  loaded = {
+      prefix + path: variable.get_value()
+      for path, variable in nnx.to_flat_state(nnx.state(init.model, nnx.Param))
+  }
+  placed_paths = set()
+
+  def take(path, leaf):
+    # The path to a Param's array ends in its attribute .value, which nnx paths leave out.
+    key = tuple(entry.key for entry in path if isinstance(entry, jax.tree_util.DictKey))
+    if key not in loaded:
+      return leaf
+    placed_paths.add(key)
+    value = np.asarray(loaded[key], leaf.dtype)
+    return jax.make_array_from_callback(leaf.shape, leaf.sharding, lambda index: value[index])
+
+  params = jax.tree_util.tree_map_with_path(take, params)
+  missing = sorted(set(loaded) - placed_paths)
+  if missing:  # the model built from init's own config must have a place for all of it
+    raise ValueError(f"init_from={init.name!r}: {'.'.join(map(str, missing[0]))} has no place in "
+                     f"the {init.objective.upper()} being trained.")
+  return params
 
 
 def load_tokenizer(config, workdir, train_texts, scratch_dir):
@@ -148,7 +201,7 @@ def load_run_config(workdir):
 def load_trained(workdir):
   """A finished or running workdir's (config, family, tokenizer, graphdef, params) on one device."""
   config = load_run_config(workdir)
-  family = families.family(config)
+  family = families.family(config, workdir_model_config(config, workdir))
   checkpointer = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   step = checkpointer.latest_step()
   if step is None:
@@ -159,8 +212,33 @@ def load_trained(workdir):
   state, _ = checkpointer.restore(
       step, placed(abstract_state, jax.tree.map(lambda _: device, abstract_state)))
   checkpointer.close()
-  tokenizer = tokenizer_lib.Tokenizer.load(os.path.join(workdir, TOKENIZER_FILE))
-  return config, family, tokenizer, graphdef, state.params
+  return config, family, load_workdir_tokenizer(workdir), graphdef, state.params
+
+
+def load_workdir_tokenizer(workdir):
+  """The tokenizer a run saved in ``workdir``: SentencePiece, or a checkpoint's (init_from)."""
+  if os.path.exists(os.path.join(workdir, "special_tokens.json")):
+    return pretrained_tokenizers.ByteLevelBPETokenizer.load(workdir)
+  if os.path.exists(os.path.join(workdir, "tokenizer.json")):
+    return pretrained_tokenizers.WordPieceTokenizer.load(workdir)
+  return tokenizer_lib.Tokenizer.load(os.path.join(workdir, TOKENIZER_FILE))
+
+
+def tokenizer_files(workdir):
+  """The paths of the tokenizer files a run saved in ``workdir``."""
+  names = (TOKENIZER_FILE, "tokenizer.json", "special_tokens.json")
+  return [
+      os.path.join(workdir, name) for name in names if os.path.exists(os.path.join(workdir, name))
+  ]
+
+
+def workdir_model_config(config, workdir):
+  """The model config of the run in ``workdir``: the checkpoint's one it recorded, if any."""
+  if not config.get("init_from"):
+    return None
+  with open(os.path.join(workdir, MODEL_CONFIG_FILE), encoding="utf-8") as f:
+    fields = json.load(f)
+  return families.FAMILIES[config.objective].model_config_class(**fields)
 
 
 def run(config, workdir):
@@ -168,8 +246,9 @@ def run(config, workdir):
 
   Returns the last evaluation's metrics.
   """
-  # --- Checks that need no data: config, mesh, workdir.
-  family = families.family(config)
+  # --- Checks that need no data: config, mesh, workdir (and the checkpoint init_from names).
+  init = load_init(config)
+  family = families.family(config, init and init.model.cfg)
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.logical_rules(config.logical_axis_rules)
   check_config(config, family, mesh)
@@ -182,7 +261,8 @@ def run(config, workdir):
                                   config.text_key)
   scratch_dir = tempfile.mkdtemp(prefix="jaxssl_")
   try:
-    tokenizer = load_tokenizer(config, workdir, train_texts, scratch_dir)
+    tokenizer = init.tokenizer if init else load_tokenizer(config, workdir, train_texts,
+                                                           scratch_dir)
     train_documents = pretraining.tokenize_documents(tokenizer, train_texts)
     eval_documents = pretraining.tokenize_documents(tokenizer, eval_texts)
     processes = dict(process_index=jax.process_index(), process_count=jax.process_count())
@@ -191,8 +271,11 @@ def run(config, workdir):
 
     # --- Every check passed: the workdir is written from here on.
     os.makedirs(workdir, exist_ok=True)
-    if not os.path.exists(os.path.join(workdir, TOKENIZER_FILE)) and jax.process_index() == 0:
-      shutil.copy(tokenizer.model_path, os.path.join(workdir, TOKENIZER_FILE))
+    if not os.path.exists(os.path.join(workdir, "config.json")) and jax.process_index() == 0:
+      tokenizer.save(workdir)
+      if init:
+        with open(os.path.join(workdir, MODEL_CONFIG_FILE), "w", encoding="utf-8") as f:
+          json.dump(dataclasses.asdict(init.model.cfg), f, indent=2)
   finally:
     shutil.rmtree(scratch_dir, ignore_errors=True)
   if jax.process_index() == 0:
@@ -216,6 +299,8 @@ def run(config, workdir):
     if start_step is None:
       start_step = 0
       state = jax.jit(init_state, out_shardings=state_sharding)()
+      if init:
+        state = state.replace(params=with_checkpoint_params(state.params, init))
     else:
       state, data_position = checkpointer.restore(start_step, placed(abstract_state,
                                                                      state_sharding))

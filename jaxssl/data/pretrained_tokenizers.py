@@ -63,6 +63,10 @@ class WordPieceTokenizer:
           "AutoTokenizer.from_pretrained(model_dir).save_pretrained(model_dir).")
     return cls(tokenizers.Tokenizer.from_file(path), path)
 
+  def save(self, directory: str):
+    """Writes tokenizer.json into ``directory``."""
+    self._tokenizer.save(os.path.join(directory, "tokenizer.json"))
+
   @property
   def model_path(self) -> str:
     """The file it was loaded from, e.g. to copy into a run's workdir."""
@@ -170,6 +174,29 @@ class ByteLevelBPETokenizer:
     return cls(tokenizer, {"sep": tokens[sep_id], "pad": tokens[pad_id]}, source)
 
   @classmethod
+  def from_hf_directory(cls, directory: str, hf_config: dict) -> "ByteLevelBPETokenizer":
+    """From a Hugging Face decoder checkpoint: its tokenizer.json, with the end-of-text and
+    padding ids of its config.json (``eos_token_id``, ``pad_token_id``, default eos)."""
+    path = os.path.join(directory, "tokenizer.json")
+    if not os.path.exists(path):
+      raise FileNotFoundError(
+          f"{path!r} does not exist; write it with transformers: "
+          "AutoTokenizer.from_pretrained(model_dir).save_pretrained(model_dir).")
+    if hf_config.get("eos_token_id") is None:
+      raise ValueError(f"{directory}/config.json has no eos_token_id; jaxssl needs the "
+                       "end-of-text token to separate documents and stop generation.")
+    tokenizer = tokenizers.Tokenizer.from_file(path)
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    eos_id = hf_config["eos_token_id"]
+    pad_id = hf_config.get("pad_token_id")
+    roles = {
+        "sep": tokenizer.id_to_token(eos_id),
+        "pad": tokenizer.id_to_token(eos_id if pad_id is None else pad_id)
+    }
+    return cls(tokenizer, roles, path)
+
+  @classmethod
   def load(cls, directory: str) -> "ByteLevelBPETokenizer":
     """From a directory written by ``save``: tokenizer.json and special_tokens.json."""
     paths = [os.path.join(directory, name) for name in ("tokenizer.json", _ROLES_FILE)]
@@ -182,7 +209,8 @@ class ByteLevelBPETokenizer:
     return cls(tokenizers.Tokenizer.from_file(paths[0]), roles, directory)
 
   def save(self, directory: str):
-    """Writes tokenizer.json (loadable by ``tokenizers`` and transformers) and the roles."""
+    """Writes tokenizer.json (loadable by ``tokenizers`` and transformers) and the roles
+    (special_tokens.json)."""
     os.makedirs(directory, exist_ok=True)
     self._tokenizer.save(os.path.join(directory, "tokenizer.json"))
     with open(os.path.join(directory, _ROLES_FILE), "w", encoding="utf-8") as f:

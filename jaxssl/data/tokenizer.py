@@ -10,11 +10,13 @@ from collections.abc import Iterable, Sequence
 import io
 import os
 import re
+import shutil
 
 import sentencepiece
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD, UNK, CLS, SEP, MASK = SPECIAL_TOKENS
+MODEL_FILE = "tokenizer.model"  # The file name ``save`` writes.
 
 # SentencePiece reads at most this many sentences (a random sample) so that training time stays
 # bounded on large corpora; 300k sentences are plenty for a vocabulary of a few tens of thousands.
@@ -40,6 +42,10 @@ class Tokenizer:
   def model_path(self) -> str:
     """The file it was loaded from, e.g. to copy into a run's workdir."""
     return self._model_path
+
+  def save(self, directory: str):
+    """Copies the model file into ``directory`` as ``MODEL_FILE``."""
+    shutil.copy(self._model_path, os.path.join(directory, MODEL_FILE))
 
   @property
   def vocab_size(self) -> int:
