@@ -30,7 +30,6 @@ from flax import nnx
 from matplotlib import figure
 from tqdm import tqdm
 
-from jaxssl import pretrained
 from jaxssl import train
 from jaxssl.data import corpora
 
@@ -312,26 +311,6 @@ def balanced_sample(examples, num_examples, label_words, seed):
   return [examples[i] for i in rng.permutation(chosen)]
 
 
-def load_decoder(workdir=None, init_from=None):
-  """(description, graphdef, params, tokenizer, data_dir) of the GPT trained in ``workdir`` or
-  of the published decoder ``init_from`` names (see ``jaxssl.pretrained``): exactly one."""
-  if (workdir is None) == (init_from is None):
-    raise ValueError("pass exactly one of workdir (a GPT pretraining run) and init_from "
-                     f"(a published decoder such as 'smollm2'); got {workdir=}, {init_from=}.")
-  if init_from is not None:
-    loaded = pretrained.load(init_from)
-    if loaded.objective != "gpt":
-      raise ValueError(f"init_from={init_from!r} is a {loaded.objective.upper()} encoder; "
-                       "prompting needs a decoder such as 'smollm2'.")
-    graphdef, params = nnx.split(loaded.model)
-    return f"{init_from} ({os.path.basename(loaded.path)})", graphdef, params, loaded.tokenizer, None
-  config, _, tokenizer, graphdef, params = train.load_trained(workdir)
-  if config.objective != "gpt":
-    raise ValueError(f"workdir {workdir} holds a {config.objective!r} run; prompting needs a GPT.")
-  description = f"jaxssl GPT {config.model.size} ({os.path.basename(os.path.abspath(workdir))})"
-  return description, graphdef, params, tokenizer, config.get("data_dir")
-
-
 def evaluate_decoder(workdir=None,
                      init_from=None,
                      *,
@@ -341,9 +320,9 @@ def evaluate_decoder(workdir=None,
                      data_dir=None,
                      batch_size=16,
                      seed=0):
-  """The report of k-shot prompting a decoder (see ``load_decoder``) on ``dataset``'s test
+  """The report of k-shot prompting a decoder (see ``train.load_decoder``) on ``dataset``'s test
   split, with the train split as the demonstration pool."""
-  description, graphdef, params, tokenizer, run_data_dir = load_decoder(workdir, init_from)
+  description, graphdef, params, tokenizer, run_data_dir = train.load_decoder(workdir, init_from)
   data_dir = data_dir or run_data_dir
   label_words = corpora.label_names(dataset, data_dir)
   pool = corpora.load_examples(dataset, "train", data_dir)

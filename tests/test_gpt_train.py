@@ -31,9 +31,9 @@ def test_generation_from_the_workdir(trained_gpt):
   workdir, _ = trained_gpt
   prompts = ["Call me Ishmael.", "The whale"]
   greedy = generate.generate_text(
-      workdir, prompts, max_new_tokens=12, temperature=0.0, top_k=0, top_p=1.0, seed=0)
+      workdir, None, prompts, max_new_tokens=12, temperature=0.0, top_k=0, top_p=1.0, seed=0)
   again = generate.generate_text(
-      workdir, prompts, max_new_tokens=12, temperature=0.0, top_k=0, top_p=1.0, seed=1)
+      workdir, None, prompts, max_new_tokens=12, temperature=0.0, top_k=0, top_p=1.0, seed=1)
   assert greedy == again and all(greedy)  # greedy ignores the seed; the model says something
 
 
