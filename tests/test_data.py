@@ -166,6 +166,17 @@ def check_row_layout(instances: dict[str, np.ndarray], max_seq_length: int) -> N
     assert np.all(row[:second_sep] != PAD_ID)
 
 
+def test_concatenated_sentences_keep_their_spaces_under_byte_level_bpe():
+  from tokenizers import pre_tokenizers  # pylint: disable=import-outside-toplevel
+  from jaxssl.data import pretrained_tokenizers  # pylint: disable=import-outside-toplevel
+  tokens = ["<|endoftext|>"] + sorted(pre_tokenizers.ByteLevel.alphabet())
+  bpe = pretrained_tokenizers.ByteLevelBPETokenizer.from_vocab(tokens, [], [0], sep_id=0, pad_id=0)
+  [document] = pretraining.tokenize_documents(bpe, ["Call me Ishmael. Some years ago."])
+  assert len(document) == 2
+  assert bpe.decode([i for sentence in document for i in sentence
+                    ]) == ("Call me Ishmael. Some years ago.")
+
+
 def test_pair_rows_have_bert_layout(synthetic_instances):
   check_row_layout(synthetic_instances, max_seq_length=32)
 

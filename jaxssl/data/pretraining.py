@@ -37,8 +37,17 @@ def split_sentences(text: str) -> list[str]:
 
 
 def tokenize_documents(tokenizer: Tokenizer, texts: Iterable[str]) -> list[list[list[int]]]:
-  """Documents → sentences → token ids; empty sentences and documents are dropped."""
-  sentences_per_document = [split_sentences(text) for text in texts]
+  """Documents → sentences → token ids; empty sentences and documents are dropped.
+
+  Every sentence but a document's first is encoded after a space, so that a document's
+  sentences concatenated (GPT packing) read "end. Next", not "end.Next", under tokenizers that
+  keep spaces in their pieces (byte-level BPE); SentencePiece and WordPiece ignore it.
+  """
+  sentences_per_document = [[
+      sentence if index == 0 else f" {sentence}"
+      for index, sentence in enumerate(split_sentences(text))
+  ]
+                            for text in texts]
   # One batch call over every sentence keeps SentencePiece's thread pool busy.
   all_ids = tokenizer.encode_batch(list(itertools.chain.from_iterable(sentences_per_document)))
   documents = []
