@@ -45,7 +45,9 @@ class Tokenizer:
 
   def save(self, directory: str):
     """Copies the model file into ``directory`` as ``MODEL_FILE``."""
-    shutil.copy(self._model_path, os.path.join(directory, MODEL_FILE))
+    target = os.path.join(directory, MODEL_FILE)
+    if os.path.abspath(self._model_path) != os.path.abspath(target):  # not already there
+      shutil.copy(self._model_path, target)
 
   @property
   def vocab_size(self) -> int:
