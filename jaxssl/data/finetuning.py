@@ -1,0 +1,233 @@
+"""Fine-tuning examples as BERT lays them out, and extractive answers decoded from span logits.
+
+Encoders take any jaxssl tokenizer (``encode``, ``encode_batch``, ``cls_id``, ``sep_id``,
+``pad_id``) and give numpy int32 rows of ``max_seq_length``: ``input_ids`` ([CLS] A [SEP], or
+[CLS] A [SEP] B [SEP], then [PAD]s), ``segment_ids`` (1 over B and its [SEP], else 0) and
+``attention_mask`` (1 on real tokens, 0 on padding).
+
+Question answering needs where each context token lies in the context's characters: the caller
+gives the context's ids with their (start, end) character offsets, e.g. from
+``offsets_encoder`` for a WordPiece ``tokenizer.json``. Training windows follow SQuAD v1 (BERT's
+run_squad): a window that lacks the whole answer points at [CLS], position (0, 0).
+"""
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+IGNORED_LABEL = -100  # a token label counted in neither loss nor accuracy (as Hugging Face's)
+Offsets = Sequence[tuple[int, int]]
+# (score, start_char, end_char): a candidate answer, context[start_char:end_char].
+Candidate = tuple[float, int, int]
+
+
+def _token_ids(tokenizer, text, field):
+  ids = tokenizer.encode(text)
+  if not ids:
+    raise ValueError(f"{field}={text!r} has no tokens; drop the example or fill its {field}.")
+  return ids
+
+
+def _check_length(max_seq_length, minimum):
+  if max_seq_length < minimum:
+    raise ValueError(f"max_seq_length={max_seq_length} leaves no room for the text; use >= "
+                     f"{minimum}.")
+
+
+def _row(tokenizer, ids_a, ids_b, max_seq_length):
+  """[CLS] A [SEP] (B [SEP]) padded to max_seq_length: the three int32 (L,) arrays."""
+  input_ids = [tokenizer.cls_id, *ids_a, tokenizer.sep_id]
+  segment_ids = [0] * len(input_ids)
+  if ids_b is not None:
+    input_ids += [*ids_b, tokenizer.sep_id]
+    segment_ids += [1] * (len(ids_b) + 1)
+  padding = max_seq_length - len(input_ids)
+  return {
+      "input_ids": np.array(input_ids + [tokenizer.pad_id] * padding, np.int32),
+      "segment_ids": np.array(segment_ids + [0] * padding, np.int32),
+      "attention_mask": np.array([1] * len(input_ids) + [0] * padding, np.int32),
+  }
+
+
+def encode_single(tokenizer, text: str, max_seq_length: int) -> dict[str, np.ndarray]:
+  """[CLS] text [SEP], the text's tokens cut at the end to fit."""
+  _check_length(max_seq_length, 3)
+  ids = _token_ids(tokenizer, text, "text")
+  return _row(tokenizer, ids[:max_seq_length - 2], None, max_seq_length)
+
+
+def longest_first(length_a: int, length_b: int, budget: int) -> tuple[int, int]:
+  """The lengths BERT keeps of two segments: one token at a time off the end of the longer (of B
+  on ties) until they fit in ``budget``; computed at once, not token by token."""
+  if length_a + length_b <= budget:
+    return length_a, length_b
+  kept_a = min(length_a, max(budget - length_b, (budget + 1) // 2))
+  return kept_a, budget - kept_a
+
+
+def encode_pair(tokenizer, text_a: str, text_b: str, max_seq_length: int) -> dict[str, np.ndarray]:
+  """[CLS] text_a [SEP] text_b [SEP], the longer text cut first (``longest_first``)."""
+  _check_length(max_seq_length, 5)
+  ids_a = _token_ids(tokenizer, text_a, "text_a")
+  ids_b = _token_ids(tokenizer, text_b, "text_b")
+  kept_a, kept_b = longest_first(len(ids_a), len(ids_b), max_seq_length - 3)
+  return _row(tokenizer, ids_a[:kept_a], ids_b[:kept_b], max_seq_length)
+
+
+def align_word_labels(word_token_counts: Sequence[int], word_labels: Sequence[int],
+                      max_seq_length: int) -> tuple[np.ndarray, int]:
+  """Token labels for a [CLS] words [SEP] row whose words encode to ``word_token_counts`` tokens.
+
+  A word's label goes to its first sub-token; its other sub-tokens, [CLS], [SEP] and padding
+  get ``IGNORED_LABEL``. Returns the (max_seq_length,) int32 labels and the number of words
+  left without a labelled token: cut by truncation (or encoded to no token at all).
+  """
+  if len(word_token_counts) != len(word_labels):
+    raise ValueError(f"{len(word_token_counts)} words but {len(word_labels)} word_labels; give "
+                     "one label per word.")
+  _check_length(max_seq_length, 3)
+  labels = np.full(max_seq_length, IGNORED_LABEL, np.int32)
+  counts = np.asarray(word_token_counts, np.int64)  # (W,)
+  first_tokens = 1 + np.cumsum(counts) - counts  # (W,) each word's first position
+  kept = (counts > 0) & (first_tokens < max_seq_length - 1)  # (W,)
+  labels[first_tokens[kept]] = np.asarray(word_labels)[kept]
+  return labels, int(np.sum(~kept))
+
+
+def encode_words(tokenizer, words: Sequence[str], word_labels: Sequence[int],
+                 max_seq_length: int) -> tuple[dict[str, np.ndarray], int]:
+  """A token classification row of pre-split ``words``: ``encode_single``'s arrays plus
+  ``labels`` (``align_word_labels``); also returns the number of words cut."""
+  if not words:
+    raise ValueError("words is empty; drop the example or give it at least one word.")
+  word_ids = tokenizer.encode_batch(words)
+  labels, num_cut = align_word_labels([len(ids) for ids in word_ids], word_labels, max_seq_length)
+  ids = [i for ids in word_ids for i in ids]
+  row = _row(tokenizer, ids[:max_seq_length - 2], None, max_seq_length)
+  return {**row, "labels": labels}, num_cut
+
+
+def offsets_encoder(tokenizer) -> Callable[[str], tuple[list[int], Offsets]]:
+  """``text -> (ids, offsets)`` for a ``tokenizers.Tokenizer``, e.g. the WordPiece tokenizer's
+  ``tokenizers.Tokenizer.from_file(word_piece_tokenizer.model_path)``.
+
+  Offsets are (start, end) characters of the original text, before normalization (lowercasing,
+  accent stripping). Switches off the tokenizer's truncation and padding, as
+  ``WordPieceTokenizer`` does: window lengths are decided here.
+  """
+  tokenizer.no_truncation()
+  tokenizer.no_padding()
+
+  def encode_with_offsets(text):
+    encoding = tokenizer.encode(text, add_special_tokens=False)
+    return encoding.ids, encoding.offsets
+
+  return encode_with_offsets
+
+
+def qa_windows(question_ids: Sequence[int],
+               context_ids: Sequence[int],
+               context_offsets: Offsets,
+               max_seq_length: int,
+               doc_stride: int,
+               cls_id: int,
+               sep_id: int,
+               pad_id: int,
+               max_question_length: int = 64) -> list[dict]:
+  """[CLS] question [SEP] context window [SEP] rows covering the whole context.
+
+  The question is cut to ``max_question_length`` tokens. Each window holds as many context
+  tokens as fit and starts ``doc_stride`` tokens after the previous one (so consecutive windows
+  overlap), the last one ending with the context. Each feature holds ``encode_pair``'s arrays
+  and ``token_char_spans``: per position, the (start, end) characters of its context token, or
+  None for the question, special tokens and padding.
+  """
+  if len(question_ids) == 0:
+    raise ValueError("question has no tokens; drop the example or fill its question.")
+  if len(context_ids) == 0:
+    raise ValueError("context has no tokens; drop the example or fill its context.")
+  if len(context_ids) != len(context_offsets):
+    raise ValueError(f"{len(context_ids)} context ids but {len(context_offsets)} offsets; give "
+                     "one (start, end) per token.")
+  if doc_stride < 1:
+    raise ValueError(f"doc_stride={doc_stride} does not advance; use >= 1.")
+  question_ids = list(question_ids[:max_question_length])
+  window_length = max_seq_length - len(question_ids) - 3
+  if window_length < 1:
+    raise ValueError(f"max_seq_length={max_seq_length} leaves no room for the context after a "
+                     f"{len(question_ids)}-token question; raise it or lower max_question_length.")
+  first_context_position = len(question_ids) + 2
+  features = []
+  start = 0
+  while True:
+    end = min(start + window_length, len(context_ids))
+    input_ids = [cls_id, *question_ids, sep_id, *context_ids[start:end], sep_id]
+    padding = max_seq_length - len(input_ids)
+    spans = [None] * first_context_position + [tuple(o) for o in context_offsets[start:end]]
+    features.append({
+        "input_ids":
+            np.array(input_ids + [pad_id] * padding, np.int32),
+        "segment_ids":
+            np.array([0] * first_context_position + [1] * (end - start + 1) + [0] * padding,
+                     np.int32),
+        "attention_mask":
+            np.array([1] * len(input_ids) + [0] * padding, np.int32),
+        "token_char_spans":
+            spans + [None] * (max_seq_length - len(spans)),
+    })
+    if end == len(context_ids):
+      return features
+    start += doc_stride
+
+
+def answer_positions(feature: dict, context: str, answer_start: int,
+                     answer_text: str) -> tuple[int, int]:
+  """The positions of the answer's first and last tokens in a ``qa_windows`` feature, or (0, 0),
+  the [CLS], when the window does not hold the whole answer (SQuAD v1 training)."""
+  answer_end = answer_start + len(answer_text)
+  if not answer_text or context[answer_start:answer_end] != answer_text:
+    raise ValueError(f"answer {answer_text!r} not found in its context at answer_start="
+                     f"{answer_start} (the context has {context[answer_start:answer_end]!r}); "
+                     "fix the example's answer offsets.")
+  spans = feature["token_char_spans"]
+  positions = [p for p, span in enumerate(spans) if span is not None]
+  if spans[positions[0]][0] > answer_start or spans[positions[-1]][1] < answer_end:
+    return 0, 0
+  start = next(p for p in positions if spans[p][1] > answer_start)
+  end = max(p for p in positions if spans[p][0] < answer_end)
+  return start, end
+
+
+def best_span(start_logits: np.ndarray, end_logits: np.ndarray,
+              token_char_spans: Sequence[tuple[int, int] | None], n_best: int,
+              max_answer_length: int) -> list[Candidate]:
+  """The ``n_best`` highest-scoring answers of one window, best first.
+
+  A span's score is its start logit plus its end logit (T,). Every span of context tokens with
+  start <= end and at most ``max_answer_length`` tokens is considered, not only the top
+  starts and ends. Returns (score, start_char, end_char) candidates.
+  """
+  start_logits, end_logits = np.asarray(start_logits), np.asarray(end_logits)
+  in_context = np.array([span is not None for span in token_char_spans])  # (T,)
+  starts, ends = np.arange(len(in_context))[:, None], np.arange(len(in_context))[None, :]
+  valid = (in_context[:, None] & in_context[None, :] & (ends >= starts) &
+           (ends - starts < max_answer_length))  # (T, T)
+  scores = np.where(valid, start_logits[:, None] + end_logits[None, :], -np.inf)  # (T, T)
+  best = np.argsort(-scores, axis=None, kind="stable")[:n_best]
+  candidates = []
+  for start, end in zip(*np.unravel_index(best, scores.shape)):
+    if valid[start, end]:
+      candidates.append((float(scores[start,
+                                      end]), token_char_spans[start][0], token_char_spans[end][1]))
+  return candidates
+
+
+def best_answer(windows_candidates: Sequence[Sequence[Candidate]],
+                context: str) -> tuple[str, int, int]:
+  """The best of all windows' ``best_span`` candidates for one example: (text, start, end)."""
+  candidates = [candidate for window in windows_candidates for candidate in window]
+  if not candidates:
+    raise ValueError("windows_candidates holds no candidate; pass best_span's lists for the "
+                     "example's windows, with n_best >= 1.")
+  _, start, end = max(candidates, key=lambda candidate: candidate[0])
+  return context[start:end], start, end
