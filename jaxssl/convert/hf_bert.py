@@ -12,15 +12,13 @@ initialisation or dropped unnoticed. Only the pretraining heads and the pooler (
 
 import json
 import os
-import shutil
-import tempfile
 
 from absl import logging
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-import safetensors.numpy
 
+from jaxssl.convert import hf_files
 from jaxssl.models import bert
 
 # Tensors a BertModel / BertForPreTraining checkpoint holds that BertEncoder has no place for:
@@ -90,20 +88,6 @@ def config_from_hf(hf_config: dict, **overrides) -> bert.BertConfig:
   return bert.BertConfig(**{**fields, **overrides})
 
 
-def read_tensors(directory: str) -> dict[str, np.ndarray]:
-  """The checkpoint's tensors by name: ``model.safetensors``, else ``pytorch_model.bin``."""
-  safetensors_path = os.path.join(directory, "model.safetensors")
-  if os.path.exists(safetensors_path):
-    return safetensors.numpy.load_file(safetensors_path)
-  torch_path = os.path.join(directory, "pytorch_model.bin")
-  if os.path.exists(torch_path):
-    import torch  # Only old checkpoints need it, so it is not a dependency of jaxssl.
-    state_dict = torch.load(torch_path, map_location="cpu", weights_only=True)
-    return {name: tensor.numpy() for name, tensor in state_dict.items()}
-  raise FileNotFoundError(f"{directory!r} holds neither model.safetensors nor pytorch_model.bin; "
-                          "point at a Hugging Face checkpoint directory.")
-
-
 def encoder_state_from_hf(tensors: dict[str, np.ndarray], cfg: bert.BertConfig) -> nnx.State:
   """BertEncoder(cfg)'s parameters from Hugging Face BertModel tensors (``bert.`` prefix or not).
 
@@ -148,7 +132,7 @@ def load_hf_bert(directory: str, **overrides) -> bert.BertEncoder:
   """
   with open(os.path.join(directory, "config.json")) as config_file:
     cfg = config_from_hf(json.load(config_file), **overrides)
-  state = encoder_state_from_hf(read_tensors(directory), cfg)
+  state = encoder_state_from_hf(hf_files.read_tensors(directory), cfg)
   model = nnx.eval_shape(lambda: bert.BertEncoder(cfg, nnx.Rngs(0)))
   nnx.update(model, state)
   return model
@@ -204,24 +188,7 @@ def save_hf_bert(model: bert.BertEncoder | bert.BertForPretraining, directory: s
   is_pretraining = isinstance(model, bert.BertForPretraining)
   encoder = model.encoder if is_pretraining else model
   config = hf_config(encoder.cfg, "BertForPreTraining" if is_pretraining else "BertModel")
-  parent = os.path.dirname(os.path.abspath(directory))
-  os.makedirs(parent, exist_ok=True)
-  # Written beside the target (same filesystem) so that the final rename is atomic.
-  scratch = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.", dir=parent)
-  try:
-    with open(os.path.join(scratch, "config.json"), "w", encoding="utf-8") as config_file:
-      json.dump(config, config_file, indent=2)
-    # transformers reads the "format" entry to know the names are PyTorch's.
-    weights_path = os.path.join(scratch, "model.safetensors")
-    safetensors.numpy.save_file(tensors, weights_path, metadata={"format": "pt"})
-    os.chmod(weights_path, 0o644)  # safetensors creates it private, like the directory below
-    for path in extra_files:
-      shutil.copy(path, scratch)
-    os.chmod(scratch, 0o755)  # mkdtemp's directory is private; a checkpoint is meant to be read.
-    os.replace(scratch, directory)
-  except BaseException:
-    shutil.rmtree(scratch, ignore_errors=True)
-    raise
+  hf_files.write_checkpoint(directory, config, tensors, extra_files)
 
 
 def _is_ignored(name):

@@ -24,16 +24,13 @@ import dataclasses
 import json
 import os
 import re
-import shutil
-import tempfile
 
 from absl import logging
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-import safetensors.numpy
 
-from jaxssl.convert.hf_bert import read_tensors
+from jaxssl.convert import hf_files
 from jaxssl.models import gpt
 
 _LEAVES = {"kernel": "weight", "bias": "bias", "scale": "weight", "embedding": "weight"}
@@ -258,7 +255,7 @@ def load_hf_gpt(directory: str, **overrides) -> gpt.GPT:
   """
   with open(os.path.join(directory, "config.json")) as config_file:
     cfg = config_from_hf(json.load(config_file), **overrides)
-  state = state_from_hf(read_tensors(directory), cfg)
+  state = state_from_hf(hf_files.read_tensors(directory), cfg)
   model = nnx.eval_shape(lambda: gpt.GPT(cfg, nnx.Rngs(0)))
   nnx.update(model, state)
   return model
@@ -326,24 +323,7 @@ def save_hf_gpt(model: gpt.GPT, directory: str, extra_files=()):
     raise ValueError(f"{directory!r} is not empty; export into a new directory or remove it first.")
   tensors = hf_tensors(model)  # first: it rejects a model transformers has no counterpart for
   config = hf_config(model.cfg)
-  parent = os.path.dirname(os.path.abspath(directory))
-  os.makedirs(parent, exist_ok=True)
-  # Written beside the target (same filesystem) so that the final rename is atomic.
-  scratch = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.", dir=parent)
-  try:
-    with open(os.path.join(scratch, "config.json"), "w", encoding="utf-8") as config_file:
-      json.dump(config, config_file, indent=2)
-    # transformers reads the "format" entry to know the names are PyTorch's.
-    weights_path = os.path.join(scratch, "model.safetensors")
-    safetensors.numpy.save_file(tensors, weights_path, metadata={"format": "pt"})
-    os.chmod(weights_path, 0o644)  # safetensors creates it private, like the directory below
-    for path in extra_files:
-      shutil.copy(path, scratch)
-    os.chmod(scratch, 0o755)  # mkdtemp's directory is private; a checkpoint is meant to be read.
-    os.replace(scratch, directory)
-  except BaseException:
-    shutil.rmtree(scratch, ignore_errors=True)
-    raise
+  hf_files.write_checkpoint(directory, config, tensors, extra_files)
 
 
 def _architecture(cfg):

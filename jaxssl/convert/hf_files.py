@@ -1,0 +1,46 @@
+"""Hugging Face checkpoint directories on disk: reading their tensors, writing them whole."""
+
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import safetensors.numpy
+
+
+def read_tensors(directory: str) -> dict[str, np.ndarray]:
+  """The checkpoint's tensors by name: ``model.safetensors``, else ``pytorch_model.bin``."""
+  safetensors_path = os.path.join(directory, "model.safetensors")
+  if os.path.exists(safetensors_path):
+    return safetensors.numpy.load_file(safetensors_path)
+  torch_path = os.path.join(directory, "pytorch_model.bin")
+  if os.path.exists(torch_path):
+    import torch  # Only old checkpoints need it, so it is not a dependency of jaxssl.
+    state_dict = torch.load(torch_path, map_location="cpu", weights_only=True)
+    return {name: tensor.numpy() for name, tensor in state_dict.items()}
+  raise FileNotFoundError(f"{directory!r} holds neither model.safetensors nor pytorch_model.bin; "
+                          "point at a Hugging Face checkpoint directory.")
+
+
+def write_checkpoint(directory: str, config: dict, tensors: dict[str, np.ndarray], extra_files=()):
+  """Writes config.json, model.safetensors and copies of ``extra_files`` into ``directory``,
+  whole or not at all (built beside it, then renamed into place)."""
+  parent = os.path.dirname(os.path.abspath(directory))
+  os.makedirs(parent, exist_ok=True)
+  # Written beside the target (same filesystem) so that the final rename is atomic.
+  scratch = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.", dir=parent)
+  try:
+    with open(os.path.join(scratch, "config.json"), "w", encoding="utf-8") as config_file:
+      json.dump(config, config_file, indent=2)
+    # transformers reads the "format" entry to know the names are PyTorch's.
+    weights_path = os.path.join(scratch, "model.safetensors")
+    safetensors.numpy.save_file(tensors, weights_path, metadata={"format": "pt"})
+    os.chmod(weights_path, 0o644)  # safetensors creates it private, like the directory below
+    for path in extra_files:
+      shutil.copy(path, scratch)
+    os.chmod(scratch, 0o755)  # mkdtemp's directory is private; a checkpoint is meant to be read.
+    os.replace(scratch, directory)
+  except BaseException:
+    shutil.rmtree(scratch, ignore_errors=True)
+    raise
