@@ -1,5 +1,8 @@
 """Entry point: ``python -m jaxssl.main --config=configs/bert_pretrain.py --workdir=DIR``.
 
+A config whose ``objective`` is "finetune" (``configs/bert_finetune.py``) runs
+``jaxssl.finetune``; the others pretrain (``jaxssl.train``).
+
 On several hosts, pass ``--distributed`` (cluster auto-detection: TPU pods, SLURM, …) or
 ``--coordinator_address``, ``--num_processes`` and ``--process_id`` explicitly.
 """
@@ -12,6 +15,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from jaxssl import finetune
 from jaxssl import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file.", lock_config=True)
@@ -31,8 +35,9 @@ def parse_flags(argv):
     print(f"error: {str(error).strip().splitlines()[-1]}", file=sys.stderr)
   except (AttributeError, KeyError) as error:  # config_flags: a field that does not exist
     field = str(error).strip("\"'")
-    print(f"error: unknown config field {field!r}; the --config file lists every field.",
-          file=sys.stderr)
+    print(
+        f"error: unknown config field {field!r}; the --config file lists every field.",
+        file=sys.stderr)
   sys.exit(2)
 
 
@@ -44,7 +49,10 @@ def main(argv):
   if _DISTRIBUTED.value or _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
-    train.run(_CONFIG.value, _WORKDIR.value)
+    if _CONFIG.value.objective == "finetune":
+      finetune.run(_CONFIG.value, _WORKDIR.value)
+    else:
+      train.run(_CONFIG.value, _WORKDIR.value)
   except ValueError as error:  # a user's input: one line, no traceback
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
