@@ -24,7 +24,43 @@ from tokenizers import pre_tokenizers
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
-class WordPieceTokenizer:
+class _TokenizersBacked:
+  """What both tokenizers do the same way through their ``tokenizers.Tokenizer``.
+
+  Subclasses set ``_tokenizer``, ``_model_path`` and ``_num_special``.
+  """
+
+  @property
+  def model_path(self) -> str:
+    """The file it was loaded from, e.g. to copy into a run's workdir."""
+    return self._model_path
+
+  @property
+  def vocab_size(self) -> int:
+    return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+  @property
+  def num_special(self) -> int:
+    return self._num_special
+
+  def encode(self, text: str) -> list[int]:
+    """The text's ids without special tokens ([CLS]/[SEP] are added by the example builders)."""
+    return self._tokenizer.encode(text, add_special_tokens=False).ids
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    """Encodes many texts at once on all CPU cores (the library's own thread pool)."""
+    encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    return [encoding.ids for encoding in encodings]
+
+  def decode(self, ids: Sequence[int]) -> str:
+    """The text of ``ids``, special tokens left out (as SentencePiece leaves out control ids)."""
+    return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
+
+  def id_to_piece(self, token_id: int) -> str:
+    return self._tokenizer.id_to_token(int(token_id))
+
+
+class WordPieceTokenizer(_TokenizersBacked):
   """A WordPiece vocabulary whose special tokens are found by their pieces, wherever they are.
 
   ``num_special`` is the first id of a regular piece: BERT's vocabularies start with [PAD], the
@@ -68,19 +104,6 @@ class WordPieceTokenizer:
     self._tokenizer.save(os.path.join(directory, "tokenizer.json"))
 
   @property
-  def model_path(self) -> str:
-    """The file it was loaded from, e.g. to copy into a run's workdir."""
-    return self._model_path
-
-  @property
-  def vocab_size(self) -> int:
-    return self._tokenizer.get_vocab_size(with_added_tokens=True)
-
-  @property
-  def num_special(self) -> int:
-    return self._num_special
-
-  @property
   def pad_id(self) -> int:
     return self._special_ids["[PAD]"]
 
@@ -100,22 +123,6 @@ class WordPieceTokenizer:
   def mask_id(self) -> int:
     return self._special_ids["[MASK]"]
 
-  def encode(self, text: str) -> list[int]:
-    """The text's ids without [CLS]/[SEP], which the example builders add."""
-    return self._tokenizer.encode(text, add_special_tokens=False).ids
-
-  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-    """Encodes many texts at once on all CPU cores (the library's own thread pool)."""
-    encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
-    return [encoding.ids for encoding in encodings]
-
-  def decode(self, ids: Sequence[int]) -> str:
-    """The text of ``ids``, special tokens left out (as SentencePiece leaves out control ids)."""
-    return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
-
-  def id_to_piece(self, token_id: int) -> str:
-    return self._tokenizer.id_to_token(int(token_id))
-
 
 def _is_reserved(piece: str | None) -> bool:
   """Special tokens and BERT's ``[unusedN]`` placeholders: bracketed, never produced by text."""
@@ -132,7 +139,7 @@ _PRE_TOKENIZERS = {
 _ROLES_FILE = "special_tokens.json"
 
 
-class ByteLevelBPETokenizer:
+class ByteLevelBPETokenizer(_TokenizersBacked):
   """Byte-level BPE with named special-token roles.
 
   ``sep_id`` is the end-of-text token: the document separator in packed pretraining and the
@@ -217,35 +224,9 @@ class ByteLevelBPETokenizer:
       json.dump(self._roles, f, indent=2)
 
   @property
-  def model_path(self) -> str:
-    return self._model_path
-
-  @property
-  def vocab_size(self) -> int:
-    return self._tokenizer.get_vocab_size(with_added_tokens=True)
-
-  @property
-  def num_special(self) -> int:
-    return self._num_special
-
-  @property
   def pad_id(self) -> int:
     return self._ids["pad"]
 
   @property
   def sep_id(self) -> int:
     return self._ids["sep"]
-
-  def encode(self, text: str) -> list[int]:
-    return self._tokenizer.encode(text, add_special_tokens=False).ids
-
-  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-    encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
-    return [encoding.ids for encoding in encodings]
-
-  def decode(self, ids: Sequence[int]) -> str:
-    """The text of ``ids``, special tokens left out."""
-    return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
-
-  def id_to_piece(self, token_id: int) -> str:
-    return self._tokenizer.id_to_token(int(token_id))
