@@ -45,6 +45,9 @@ _TEXT_CATALOG_PACKAGES = (
     "tensorflow_datasets.question_answering",
     "tensorflow_datasets.text_simplification",
 )
+# jaxssl's own task builders live in their own modules, which import this one for the shared
+# helpers; they register with TFDS when imported, which ``_builder`` does on first use.
+_JAXSSL_BUILDER_MODULES = ()
 
 
 class _ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -181,6 +184,8 @@ def _split_by_hash(records: list[dict], held_out: dict[str, float]) -> dict[str,
 
 
 def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+  for module in _JAXSSL_BUILDER_MODULES:
+    importlib.import_module(module)
   try:
     return tfds.builder(name, data_dir=data_dir, file_format="array_record")
   except ValueError:  # also TFDS's DatasetNotFoundError; perhaps a catalog package not yet imported
