@@ -388,11 +388,8 @@ def test_best_answer_comes_from_the_window_that_scores_it_highest():
 
 
 def test_qa_on_wordpiece_offsets_gives_back_the_original_text(wordpiece):
-  import tokenizers
-  encode_with_offsets = finetuning.offsets_encoder(
-      tokenizers.Tokenizer.from_file(wordpiece.model_path))
   context = "The unaffable Ishmael sailed on the Pequod in 1851."
-  ids, offsets = encode_with_offsets(context)
+  ids, offsets = wordpiece.encode_with_offsets(context)
   assert len(ids) == len(wordpiece.encode(context)) > 12  # no truncation, no padding
   windows = finetuning.qa_windows(
       wordpiece.encode("Who sailed?"), ids, offsets, 12, 3, wordpiece.cls_id, wordpiece.sep_id,
@@ -411,3 +408,25 @@ def test_qa_on_wordpiece_offsets_gives_back_the_original_text(wordpiece):
   start_logits[start], end_logits[end] = 5.0, 5.0
   candidates = finetuning.best_span(start_logits, end_logits, window["token_char_spans"], 3, 30)
   assert finetuning.best_answer([candidates], context) == ("Ishmael", 14, 21)
+
+
+def test_sentencepiece_offsets_are_characters_without_the_spaces(tokenizer_path):
+  from jaxssl.data import tokenizer as tokenizer_lib
+  sentencepiece = tokenizer_lib.Tokenizer.load(tokenizer_path)
+  text = "Call me  Ishmael, café 北京."  # two spaces, multi-byte characters
+  ids, offsets = sentencepiece.encode_with_offsets(text)
+  assert ids == sentencepiece.encode(text)
+  pieces = "".join(text[start:end] for start, end in offsets)
+  assert pieces == text.replace(" ", "")  # every character once, in order, no whitespace
+  assert all(0 <= start <= end <= len(text) for start, end in offsets)
+
+
+def test_encode_ids_counts_the_tokens_cut(wordpiece):
+  ids_a, ids_b = list(range(10, 20)), list(range(30, 34))
+  row, num_cut = finetuning.encode_ids(wordpiece, ids_a, None, 8)
+  assert num_cut == 4 and list(row["input_ids"][1:7]) == ids_a[:6]
+  row, num_cut = finetuning.encode_ids(wordpiece, ids_a, ids_b, 12)  # 9 of 14 tokens fit
+  assert num_cut == 5 and list(row["input_ids"]) == [
+      wordpiece.cls_id, *ids_a[:5], wordpiece.sep_id, *ids_b, wordpiece.sep_id
+  ]
+  assert finetuning.encode_ids(wordpiece, ids_a, None, 12)[1] == 0

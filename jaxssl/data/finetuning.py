@@ -6,12 +6,12 @@ Encoders take any jaxssl tokenizer (``encode``, ``encode_batch``, ``cls_id``, ``
 ``attention_mask`` (1 on real tokens, 0 on padding).
 
 Question answering needs where each context token lies in the context's characters: the caller
-gives the context's ids with their (start, end) character offsets, e.g. from
-``offsets_encoder`` for a WordPiece ``tokenizer.json``. Training windows follow SQuAD v1 (BERT's
+gives the context's ids with their (start, end) character offsets, from the tokenizer's
+``encode_with_offsets``. Training windows follow SQuAD v1 (BERT's
 run_squad): a window that lacks the whole answer points at [CLS], position (0, 0).
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -51,9 +51,8 @@ def _row(tokenizer, ids_a, ids_b, max_seq_length):
 
 def encode_single(tokenizer, text: str, max_seq_length: int) -> dict[str, np.ndarray]:
   """[CLS] text [SEP], the text's tokens cut at the end to fit."""
-  _check_length(max_seq_length, 3)
-  ids = _token_ids(tokenizer, text, "text")
-  return _row(tokenizer, ids[:max_seq_length - 2], None, max_seq_length)
+  row, _ = encode_ids(tokenizer, _token_ids(tokenizer, text, "text"), None, max_seq_length)
+  return row
 
 
 def longest_first(length_a: int, length_b: int, budget: int) -> tuple[int, int]:
@@ -67,11 +66,26 @@ def longest_first(length_a: int, length_b: int, budget: int) -> tuple[int, int]:
 
 def encode_pair(tokenizer, text_a: str, text_b: str, max_seq_length: int) -> dict[str, np.ndarray]:
   """[CLS] text_a [SEP] text_b [SEP], the longer text cut first (``longest_first``)."""
-  _check_length(max_seq_length, 5)
   ids_a = _token_ids(tokenizer, text_a, "text_a")
   ids_b = _token_ids(tokenizer, text_b, "text_b")
-  kept_a, kept_b = longest_first(len(ids_a), len(ids_b), max_seq_length - 3)
-  return _row(tokenizer, ids_a[:kept_a], ids_b[:kept_b], max_seq_length)
+  row, _ = encode_ids(tokenizer, ids_a, ids_b, max_seq_length)
+  return row
+
+
+def encode_ids(tokenizer, ids_a: Sequence[int], ids_b: Sequence[int] | None,
+               max_seq_length: int) -> tuple[dict[str, np.ndarray], int]:
+  """``encode_single``'s (``ids_b`` None) or ``encode_pair``'s row of already encoded texts,
+  and the number of tokens cut to fit."""
+  if ids_b is None:
+    _check_length(max_seq_length, 3)
+    kept_a, kept_b = min(len(ids_a), max_seq_length - 2), 0
+    num_cut = len(ids_a) - kept_a
+  else:
+    _check_length(max_seq_length, 5)
+    kept_a, kept_b = longest_first(len(ids_a), len(ids_b), max_seq_length - 3)
+    num_cut = len(ids_a) + len(ids_b) - kept_a - kept_b
+  ids_b = None if ids_b is None else ids_b[:kept_b]
+  return _row(tokenizer, ids_a[:kept_a], ids_b, max_seq_length), num_cut
 
 
 def align_word_labels(word_token_counts: Sequence[int], word_labels: Sequence[int],
@@ -105,24 +119,6 @@ def encode_words(tokenizer, words: Sequence[str], word_labels: Sequence[int],
   ids = [i for ids in word_ids for i in ids]
   row = _row(tokenizer, ids[:max_seq_length - 2], None, max_seq_length)
   return {**row, "labels": labels}, num_cut
-
-
-def offsets_encoder(tokenizer) -> Callable[[str], tuple[list[int], Offsets]]:
-  """``text -> (ids, offsets)`` for a ``tokenizers.Tokenizer``, e.g. the WordPiece tokenizer's
-  ``tokenizers.Tokenizer.from_file(word_piece_tokenizer.model_path)``.
-
-  Offsets are (start, end) characters of the original text, before normalization (lowercasing,
-  accent stripping). Switches off the tokenizer's truncation and padding, as
-  ``WordPieceTokenizer`` does: window lengths are decided here.
-  """
-  tokenizer.no_truncation()
-  tokenizer.no_padding()
-
-  def encode_with_offsets(text):
-    encoding = tokenizer.encode(text, add_special_tokens=False)
-    return encoding.ids, encoding.offsets
-
-  return encode_with_offsets
 
 
 def qa_windows(question_ids: Sequence[int],

@@ -47,6 +47,12 @@ class _TokenizersBacked:
     """The text's ids without special tokens ([CLS]/[SEP] are added by the example builders)."""
     return self._tokenizer.encode(text, add_special_tokens=False).ids
 
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """``encode``'s ids and each one's (start, end) characters in ``text`` (before lowercasing
+    or accent stripping), as extractive QA needs to give answers back in the original text."""
+    encoding = self._tokenizer.encode(text, add_special_tokens=False)
+    return encoding.ids, encoding.offsets
+
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     """Encodes many texts at once on all CPU cores (the library's own thread pool)."""
     encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)

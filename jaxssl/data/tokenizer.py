@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 
+import numpy as np
 import sentencepiece
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -79,6 +80,30 @@ class Tokenizer:
 
   def encode(self, text: str) -> list[int]:
     return self._processor.encode(text, out_type=int)
+
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """``encode``'s ids and each one's (start, end) characters in ``text``, as extractive QA
+    needs to give answers back in the original text.
+
+    SentencePiece gives byte offsets that include the whitespace a piece's "▁" stands for; the
+    spans here are in characters and leave that whitespace out (a lone "▁" gets an empty span).
+    """
+    pieces = self._processor.encode(text, return_type="proto").pieces
+    char_of_byte = np.zeros(len(text.encode("utf-8")) + 1, np.int64)  # (bytes + 1,)
+    position = 0
+    for index, character in enumerate(text):
+      width = len(character.encode("utf-8"))
+      char_of_byte[position:position + width] = index
+      position += width
+    char_of_byte[position] = len(text)
+    ids, offsets = [], []
+    for piece in pieces:
+      start, end = int(char_of_byte[piece.begin]), int(char_of_byte[piece.end])
+      while start < end and text[start].isspace():
+        start += 1
+      ids.append(piece.id)
+      offsets.append((start, end))
+    return ids, offsets
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     """Encodes many texts at once on all CPU cores (SentencePiece's own thread pool)."""
