@@ -249,12 +249,16 @@ def load_examples(name: str, split: str, data_dir: str | None) -> list[dict]:
 
 
 def label_names(name: str, data_dir: str | None, label_key: str = "label") -> list[str]:
-  """The class names of a dataset's ClassLabel feature ``label_key``, in label order."""
+  """The class names of a dataset's ClassLabel feature ``label_key``, in label order; for a
+  sequence of class labels (e.g. a tag per word), those of its elements."""
   features = _builder(name, data_dir).info.features
-  if label_key not in features or not isinstance(features[label_key], tfds.features.ClassLabel):
+  feature = features[label_key] if label_key in features else None
+  if isinstance(feature, tfds.features.Sequence):
+    feature = feature.feature
+  if not isinstance(feature, tfds.features.ClassLabel):
     raise ValueError(f"{name} has no class-label feature {label_key!r}; use a classification "
                      "dataset such as 'jaxssl_sentiment/movie_reviews'")
-  return list(features[label_key].names)
+  return list(feature.names)
 
 
 def _as_str(value: bytes | str) -> str:
