@@ -328,6 +328,15 @@ def test_qa_windows_overlap_by_the_stride():
   assert last["token_char_spans"][-2:] == [None, None]
 
 
+def test_a_stride_longer_than_a_window_leaves_no_context_token_out():
+  context_ids = list(range(100, 120))
+  offsets = [(i, i + 1) for i in range(20)]
+  windows = finetuning.qa_windows([50, 51], context_ids, offsets, 14, 100, CLS, SEP, PAD)
+  covered = [i for w in windows for i in w["input_ids"][4:] if i >= 100]
+  assert covered == context_ids  # windows of 9 tokens at 0, 9 and 18: each token exactly once
+  assert len(windows) == 3
+
+
 def test_only_the_window_holding_the_whole_answer_gets_its_positions():
   context, _, windows = split_answer_windows()
   answer = "w6 w7 w8 w9"  # tokens 6-9: windows 0 and 2 hold parts of it

@@ -134,7 +134,8 @@ def qa_windows(question_ids: Sequence[int],
 
   The question is cut to ``max_question_length`` tokens. Each window holds as many context
   tokens as fit and starts ``doc_stride`` tokens after the previous one (so consecutive windows
-  overlap), the last one ending with the context. Each feature holds ``encode_pair``'s arrays
+  overlap), the last one ending with the context; a stride longer than a window is shortened to
+  the window, as BERT's run_squad does, so no context token is ever left out. Each feature holds ``encode_pair``'s arrays
   and ``token_char_spans``: per position, the (start, end) characters of its context token, or
   None for the question, special tokens and padding.
   """
@@ -173,7 +174,7 @@ def qa_windows(question_ids: Sequence[int],
     })
     if end == len(context_ids):
       return features
-    start += doc_stride
+    start += min(doc_stride, window_length)
 
 
 def answer_positions(feature: dict, context: str, answer_start: int,
