@@ -47,7 +47,7 @@ _TEXT_CATALOG_PACKAGES = (
 )
 # jaxssl's own task builders live in their own modules, which import this one for the shared
 # helpers; they register with TFDS when imported, which ``_builder`` does on first use.
-_JAXSSL_BUILDER_MODULES = ()
+_JAXSSL_BUILDER_MODULES = ("jaxssl.data.squad",)
 
 
 class _ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -197,8 +197,8 @@ def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
   except ValueError as error:
     raise ValueError(
         f"unknown dataset name or config {name!r}; use 'jaxssl_corpus/en', 'jaxssl_corpus/zh', "
-        "'jaxssl_corpus/<corpus file>', 'jaxssl_sentiment/<domain>' or a TFDS catalog name "
-        "such as 'wikipedia/20230601.en'") from error
+        "'jaxssl_corpus/<corpus file>', 'jaxssl_sentiment/<domain>', 'jaxssl_qa/bible_cloze' or a "
+        "TFDS catalog name such as 'wikipedia/20230601.en'") from error
 
 
 def _prepared_source(builder: tfds.core.DatasetBuilder, name: str, split: str):
@@ -234,7 +234,8 @@ def load_texts(name: str, split: str, data_dir: str | None, text_key: str = "tex
 
 
 def load_examples(name: str, split: str, data_dir: str | None) -> list[dict]:
-  """Every feature of a split's examples, with text as str and scalars as int or float.
+  """Every feature of a split's examples, with text as str, scalars as int or float and
+  sequences as lists (a Sequence of a dict, such as SQuAD's ``answers``, as a dict of lists).
 
   ``name`` is e.g. 'jaxssl_sentiment/movie_reviews' (features id, text, rating, label) or any
   TFDS catalog name; ``split`` may carry a TFDS slice such as 'test[:100]'.
@@ -266,9 +267,14 @@ def _as_str(value: bytes | str) -> str:
 
 
 def _as_python(value):
-  """bytes as str and numpy scalars as int or float; other values (arrays) as they are."""
+  """bytes as str and numpy scalars as int or float; sequences (a Sequence feature's lists or
+  arrays, and the dicts of them that a Sequence of a dict gives) element by element, as lists."""
   if isinstance(value, bytes):
     return value.decode("utf-8")
   if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
     return value.item()
+  if isinstance(value, dict):
+    return {key: _as_python(item) for key, item in value.items()}
+  if isinstance(value, (list, np.ndarray)):
+    return [_as_python(item) for item in value]
   return value
