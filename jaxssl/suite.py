@@ -1,0 +1,189 @@
+"""The fine-tuning suite: every offline task, from each of several encoders, in one GLUE-style
+table, and the training-loss curves of pretrained vs scratch encoders in one PNG.
+
+    python -m jaxssl.suite --workdir=/tmp/suite                  # minilm and scratch, all tasks
+    python -m jaxssl.suite --workdir=/tmp/suite --tasks=sentiment --init_from=minilm,scratch
+
+Each (encoder, task) run is ``jaxssl.finetune.run`` with configs/bert_finetune.py and the small
+CPU budget of ``BUDGETS`` in ``WORKDIR/<init_from name>/<task>``; a finished run (its final
+evaluation in metrics.jsonl) is read back instead of run again, so an interrupted suite picks
+up where it stopped. Writes ``WORKDIR/suite.md`` (the table: every task metric with its
+text-blind baseline), ``WORKDIR/suite.json`` and ``WORKDIR/loss_curves.png``.
+"""
+
+import importlib.util
+import json
+import os
+import pathlib
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from matplotlib import figure
+
+from jaxssl import finetune
+from jaxssl import finetune_tasks
+from jaxssl import metrics as metrics_lib
+
+CONFIG_FILE = pathlib.Path(__file__).resolve().parents[1] / "configs" / "bert_finetune.py"
+
+# Per task: the config fields that keep a run to a few minutes on 2 CPU cores. Slices are of
+# the shipped splits; steps * batch_size is about one pass over the training slice or less.
+BUDGETS = {
+    "sentiment":
+        dict(train_split="train[:2048]", eval_split="validation[:512]"),
+    "rating":
+        dict(train_split="train[:2048]", eval_split="validation[:512]"),
+    "paraphrase":
+        dict(train_split="train[:2048]", eval_split="validation[:512]", max_seq_length=96),
+    "pos":
+        dict(train_split="train[:2048]", eval_split="validation[:256]"),
+    "qa":
+        dict(train_split="train[:2048]", eval_split="validation[:256]", max_seq_length=128),
+    "sentiment_zh":
+        dict(train_split="train[:2048]", eval_split="validation[:512]"),
+}
+SHARED = dict(
+    num_train_steps=120,
+    batch_size=16,
+    max_seq_length=64,
+    warmup_steps=12,
+    log_every=10,
+    eval_every=120)
+
+
+def define_flags():
+  """The command line's flags (defined only when run as a program)."""
+  flags.DEFINE_string("workdir", None, "Directory for the runs, the table and the plot.")
+  flags.DEFINE_list("init_from", ["minilm", "scratch"],
+                    "Encoders to fine-tune (configs/bert_finetune.py init_from values).")
+  flags.DEFINE_list("tasks", list(finetune_tasks.OFFLINE_TASKS), "Tasks to run.")
+  flags.DEFINE_float("learning_rate", 1e-4, "Peak learning rate from a pretrained encoder.")
+  flags.DEFINE_float(
+      "scratch_learning_rate", 5e-4, "Peak learning rate from scratch: random weights need "
+      "larger steps (configs/bert_finetune.py).")
+  flags.DEFINE_integer("num_train_steps", SHARED["num_train_steps"], "Steps of every run.")
+  flags.DEFINE_string("data_dir", None, "TFDS data dir (None: TFDS's default).")
+  flags.mark_flags_as_required(["workdir"])
+
+
+def task_config(task, init_from, **fields):
+  """configs/bert_finetune.py for ``task`` with the suite's budget and ``fields`` on top."""
+  spec = importlib.util.spec_from_file_location("bert_finetune", CONFIG_FILE)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(f"task={task}")
+  config.update({**SHARED, **BUDGETS.get(task, {}), "init_from": init_from, **fields})
+  return config
+
+
+def run_name(init_from):
+  """A directory name for an init_from value (a name, or the last part of a path)."""
+  return os.path.basename(os.path.normpath(init_from))
+
+
+def finished_metrics(workdir):
+  """The final dev metrics of a finished run in ``workdir``, or None if it has not finished."""
+  if not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+    return None
+  config = json.loads(pathlib.Path(workdir, "config.json").read_text(encoding="utf-8"))
+  evaluations = [r for r in metrics_lib.read_metrics(workdir) if r["split"] == "eval"]
+  if not evaluations or evaluations[-1]["step"] != config["num_train_steps"]:
+    return None
+  return {k: v for k, v in evaluations[-1].items() if k not in ("step", "split")}
+
+
+def run_suite(workdir, inits, tasks, learning_rate, scratch_learning_rate, **fields):
+  """{init name: {task: final dev metrics}}, running whatever has not finished yet."""
+  for task in tasks:
+    finetune_tasks.get_task(task)  # an unknown name fails before hours of work
+  results = {}
+  for init_from in inits:
+    for task in tasks:
+      run_dir = os.path.join(workdir, run_name(init_from), task)
+      metrics = finished_metrics(run_dir)
+      if metrics is None:
+        if os.path.exists(run_dir):
+          raise ValueError(f"{run_dir} holds an unfinished run; delete it to run it again.")
+        rate = scratch_learning_rate if init_from == "scratch" else learning_rate
+        metrics = finetune.run(task_config(task, init_from, learning_rate=rate, **fields), run_dir)
+      results.setdefault(run_name(init_from), {})[task] = metrics
+  return results
+
+
+def table(results, tasks):
+  """A Markdown table: a row per task metric, its text-blind baseline, a column per encoder."""
+  names = list(results)
+  lines = [
+      "| task | metric | baseline | " + " | ".join(names) + " |",
+      "|---|---|---|" + "---|" * len(names),
+  ]
+  for task in tasks:
+    any_run = results[names[0]][task]
+    for metric in finetune_tasks.TASKS[task].metrics:
+      baseline_name, baseline = next(
+          ((name, value)
+           for name, value in any_run.items()
+           if name.endswith(f"_{metric}") and name.startswith(("majority_", "majority_answer_"))),
+          ("mean prediction", None))
+      baseline_text = (f"{baseline:.4f} ({baseline_name.rsplit('_' + metric, 1)[0]})"
+                       if baseline is not None else "—")
+      scores = " | ".join(f"{results[name][task][metric]:.4f}" for name in names)
+      lines.append(f"| {task} | {metric} | {baseline_text} | {scores} |")
+  return "\n".join(lines)
+
+
+def plot_losses(workdir, results, tasks, path):
+  """Training loss per task, one panel each: scratch solid, every other encoder dashed."""
+  columns = min(3, len(tasks))
+  rows = -(-len(tasks) // columns)
+  fig = figure.Figure(figsize=(4.2 * columns, 3.2 * rows), layout="constrained")
+  axes = fig.subplots(rows, columns, squeeze=False)
+  for axis, task in zip(axes.flat, tasks):
+    for name in results:
+      records = [
+          r for r in metrics_lib.read_metrics(os.path.join(workdir, name, task))
+          if r["split"] == "train"
+      ]
+      axis.plot([r["step"] for r in records], [r["loss"] for r in records],
+                "-" if name == "scratch" else "--",
+                label=name)
+    axis.set_title(task)
+    axis.set_xlabel("step")
+    axis.set_ylabel("training loss")
+    axis.legend()
+  for axis in list(axes.flat)[len(tasks):]:
+    axis.remove()
+  fig.savefig(path, dpi=110)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  workdir, tasks = flags.FLAGS.workdir, flags.FLAGS.tasks
+  try:
+    results = run_suite(
+        workdir,
+        flags.FLAGS.init_from,
+        tasks,
+        learning_rate=flags.FLAGS.learning_rate,
+        scratch_learning_rate=flags.FLAGS.scratch_learning_rate,
+        num_train_steps=flags.FLAGS.num_train_steps,
+        eval_every=flags.FLAGS.num_train_steps,
+        data_dir=flags.FLAGS.data_dir)
+  except ValueError as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+  markdown = table(results, tasks)
+  pathlib.Path(workdir, "suite.md").write_text(markdown + "\n", encoding="utf-8")
+  pathlib.Path(workdir, "suite.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+  plot_losses(workdir, results, tasks, os.path.join(workdir, "loss_curves.png"))
+  print(markdown)
+  print(f"Table: {workdir}/suite.md; loss curves: {workdir}/loss_curves.png")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
