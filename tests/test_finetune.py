@@ -146,7 +146,7 @@ KIND_CASES = {
     }, {
         "text": "The whale sank"
     }]),
-    "qa": ({}, [{
+    "qa": (dict(max_question_length=24, doc_stride=16), [{
         "context": "Moses went up to the mountain.",
         "question": "_____ went up"
     }]),
