@@ -47,7 +47,12 @@ _TEXT_CATALOG_PACKAGES = (
 )
 # jaxssl's own task builders live in their own modules, which import this one for the shared
 # helpers; they register with TFDS when imported, which ``_builder`` does on first use.
-_JAXSSL_BUILDER_MODULES = ("jaxssl.data.squad",)
+_JAXSSL_BUILDER_MODULES = (
+    "jaxssl.data.squad",
+    "jaxssl.data.pos",
+    "jaxssl.data.paraphrase",
+    "jaxssl.data.sentiment_zh",
+)
 
 
 class _ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -197,8 +202,9 @@ def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
   except ValueError as error:
     raise ValueError(
         f"unknown dataset name or config {name!r}; use 'jaxssl_corpus/en', 'jaxssl_corpus/zh', "
-        "'jaxssl_corpus/<corpus file>', 'jaxssl_sentiment/<domain>', 'jaxssl_qa/bible_cloze' or a "
-        "TFDS catalog name such as 'wikipedia/20230601.en'") from error
+        "'jaxssl_corpus/<corpus file>', 'jaxssl_sentiment/<domain>', 'jaxssl_sentiment_zh', "
+        "'jaxssl_pos/brown', 'jaxssl_paraphrase/kjv_web', 'jaxssl_qa/bible_cloze' or a TFDS "
+        "catalog name such as 'wikipedia/20230601.en'") from error
 
 
 def _prepared_source(builder: tfds.core.DatasetBuilder, name: str, split: str):
