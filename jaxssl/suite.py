@@ -135,12 +135,14 @@ def table(results, tasks):
 
 
 def plot_losses(workdir, results, tasks, path):
-  """Training loss per task, one panel each: scratch solid, every other encoder dashed."""
+  """Training loss per task, one panel each: scratch solid, every other encoder dashed; the
+  legend gives each run's final dev score on the task's first metric."""
   columns = min(3, len(tasks))
   rows = -(-len(tasks) // columns)
   fig = figure.Figure(figsize=(4.2 * columns, 3.2 * rows), layout="constrained")
   axes = fig.subplots(rows, columns, squeeze=False)
   for axis, task in zip(axes.flat, tasks):
+    metric = finetune_tasks.TASKS[task].metrics[0]
     for name in results:
       records = [
           r for r in metrics_lib.read_metrics(os.path.join(workdir, name, task))
@@ -148,7 +150,7 @@ def plot_losses(workdir, results, tasks, path):
       ]
       axis.plot([r["step"] for r in records], [r["loss"] for r in records],
                 "-" if name == "scratch" else "--",
-                label=name)
+                label=f"{name} (dev {metric} {results[name][task][metric]:.3f})")
     axis.set_title(task)
     axis.set_xlabel("step")
     axis.set_ylabel("training loss")

@@ -33,6 +33,28 @@ def tokenizer_path(tfds_dir, tmp_path_factory):
   return path
 
 
+@pytest.fixture(scope="session")
+def tiny_encoder(tfds_dir, tokenizer_path, tmp_path_factory):
+  """A 2-step jaxssl BERT pretraining workdir: an encoder that fine-tunes in seconds."""
+  config = load_config("bert_pretrain", "size=tiny")
+  config.update(
+      dataset=SMALL_CORPUS,
+      data_dir=tfds_dir,
+      tokenizer=tokenizer_path,
+      vocab_size=1000,
+      max_seq_length=64,
+      max_predictions_per_seq=10,
+      batch_size=8,
+      num_train_steps=2,
+      warmup_steps=1,
+      checkpoint_every=2,
+      eval_batches=1)
+  from jaxssl import train
+  workdir = str(tmp_path_factory.mktemp("tiny_bert"))
+  train.run(config, workdir)
+  return workdir
+
+
 @pytest.fixture
 def tiny_config(tfds_dir, tokenizer_path):
   """A BERT run small enough for a few seconds of CPU, on the Moby Dick corpus."""

@@ -110,27 +110,6 @@ def test_encoder_from_a_pretraining_workdir(tiny_config, tmp_path):
   assert sequence.shape == (1, 64, 128)  # the tiny preset's hidden size
 
 
-@pytest.fixture(scope="module")
-def tiny_encoder(tfds_dir, tokenizer_path, tmp_path_factory):
-  """A 2-step jaxssl BERT pretraining workdir: an encoder that fine-tunes in seconds."""
-  config = load_config("bert_pretrain", "size=tiny")
-  config.update(
-      dataset="jaxssl_corpus/moby_dick",
-      data_dir=tfds_dir,
-      tokenizer=tokenizer_path,
-      vocab_size=1000,
-      max_seq_length=64,
-      max_predictions_per_seq=10,
-      batch_size=8,
-      num_train_steps=2,
-      warmup_steps=1,
-      checkpoint_every=2,
-      eval_batches=1)
-  workdir = str(tmp_path_factory.mktemp("tiny_bert"))
-  train.run(config, workdir)
-  return workdir
-
-
 # Per task: a config override and records in jaxssl.predict's input format.
 KIND_CASES = {
     "rating": ({}, [{

@@ -1,0 +1,106 @@
+"""The fine-tuning suite: runs, reuse of finished runs, the table and the loss-curve plot."""
+
+import json
+import os
+
+import pytest
+
+from jaxssl import metrics as metrics_lib
+from jaxssl import suite
+
+
+def write_run(workdir, losses, dev, num_train_steps, last_step=None):
+  """A run's config.json and metrics.jsonl as finetune.run writes them, its last evaluation at
+  ``last_step`` (default: the end, a finished run)."""
+  os.makedirs(workdir)
+  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+    json.dump({"num_train_steps": num_train_steps}, f)
+  writer = metrics_lib.MetricWriter(workdir)
+  for step, loss in losses:
+    writer.write(step, "train", {"loss": loss})
+  writer.write(last_step or num_train_steps, "eval", dev)
+  writer.close()
+
+
+def test_table_shows_every_metric_with_its_baseline():
+  results = {
+      "minilm": {
+          "sentiment": {
+              "accuracy": 0.85,
+              "f1": 0.8,
+              "matthews_corrcoef": 0.7,
+              "majority_accuracy": 0.47,
+              "majority_f1": 0.64,
+              "majority_matthews_corrcoef": 0.0
+          },
+          "rating": {
+              "pearson": 0.8,
+              "spearman": 0.75,
+              "mean_prediction_mse": 4.0
+          },
+          "qa": {
+              "exact_match": 0.5,
+              "f1": 0.6,
+              "majority_answer_exact_match": 0.05,
+              "majority_answer_f1": 0.06
+          },
+      },
+  }
+  results["scratch"] = {
+      task: {
+          **metrics,
+          **{
+              name: metrics[name] / 2 for name in metrics if "majority" not in name
+          }
+      } for task, metrics in results["minilm"].items()
+  }
+  lines = suite.table(results, ["sentiment", "rating", "qa"]).splitlines()
+  assert lines[0] == "| task | metric | baseline | minilm | scratch |"
+  assert lines[2] == "| sentiment | accuracy | 0.4700 (majority) | 0.8500 | 0.4250 |"
+  assert lines[5] == "| rating | pearson | — | 0.8000 | 0.4000 |"
+  assert lines[7] == "| qa | exact_match | 0.0500 (majority_answer) | 0.5000 | 0.2500 |"
+  assert lines[8] == "| qa | f1 | 0.0600 (majority_answer) | 0.6000 | 0.3000 |"
+  assert len(lines) == 2 + 3 + 2 + 2
+
+
+def test_finished_runs_are_read_back_and_unfinished_ones_refused(tmp_path):
+  dev = {"pearson": 0.5, "spearman": 0.4, "mean_prediction_mse": 3.0, "loss": 1.0}
+  write_run(str(tmp_path / "minilm" / "rating"), [(10, 2.0), (20, 1.5)], dev, 20)
+  results = suite.run_suite(
+      str(tmp_path), ["minilm"], ["rating"], learning_rate=1e-4, scratch_learning_rate=5e-4)
+  assert results == {"minilm": {"rating": dev}}  # read back: nothing trained
+  write_run(str(tmp_path / "scratch" / "rating"), [(10, 2.0)], dev, 30, last_step=10)
+  with pytest.raises(ValueError, match=r"scratch/rating holds an unfinished run; delete it"):
+    suite.run_suite(str(tmp_path), ["minilm", "scratch"], ["rating"], 1e-4, 5e-4)
+  with pytest.raises(ValueError, match=r"task='nope' is not a fine-tuning task"):
+    suite.run_suite(str(tmp_path), ["minilm"], ["nope"], 1e-4, 5e-4)
+
+
+def test_loss_curves_png(tmp_path):
+  dev = {"accuracy": 0.8}
+  results = {}
+  for name, losses in (("minilm", [(10, 0.6), (20, 0.4)]), ("scratch", [(10, 0.7), (20, 0.69)])):
+    write_run(str(tmp_path / name / "sentiment"), losses, dev, 20)
+    results[name] = {"sentiment": dev}
+  path = str(tmp_path / "curves.png")
+  suite.plot_losses(str(tmp_path), results, ["sentiment"], path)
+  with open(path, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_suite_fine_tunes_a_task_from_a_jaxssl_encoder(tiny_encoder, tfds_dir, tmp_path):
+  results = suite.run_suite(
+      str(tmp_path), [tiny_encoder], ["sentiment"],
+      learning_rate=1e-3,
+      scratch_learning_rate=1e-3,
+      num_train_steps=2,
+      eval_every=2,
+      train_split="train[:32]",
+      eval_split="validation[:32]",
+      data_dir=tfds_dir)
+  name = os.path.basename(tiny_encoder)
+  dev = results[name]["sentiment"]
+  assert {"accuracy", "f1", "matthews_corrcoef", "majority_accuracy"} <= set(dev)
+  config = json.loads((tmp_path / name / "sentiment" / "config.json").read_text())
+  assert config["learning_rate"] == 1e-3 and config["batch_size"] == suite.SHARED["batch_size"]
