@@ -59,10 +59,9 @@ def define_flags():
   flags.DEFINE_list("init_from", ["minilm", "scratch"],
                     "Encoders to fine-tune (configs/bert_finetune.py init_from values).")
   flags.DEFINE_list("tasks", list(finetune_tasks.OFFLINE_TASKS), "Tasks to run.")
-  flags.DEFINE_float("learning_rate", 1e-4, "Peak learning rate from a pretrained encoder.")
   flags.DEFINE_float(
-      "scratch_learning_rate", 5e-4, "Peak learning rate from scratch: random weights need "
-      "larger steps (configs/bert_finetune.py).")
+      "learning_rate", 1e-4, "Peak learning rate of every run, pretrained or scratch (5e-4 "
+      "left scratch encoders predicting one class).")
   flags.DEFINE_integer("num_train_steps", SHARED["num_train_steps"], "Steps of every run.")
   flags.DEFINE_string("data_dir", None, "TFDS data dir (None: TFDS's default).")
   flags.mark_flags_as_required(["workdir"])
@@ -94,7 +93,7 @@ def finished_metrics(workdir):
   return {k: v for k, v in evaluations[-1].items() if k not in ("step", "split")}
 
 
-def run_suite(workdir, inits, tasks, learning_rate, scratch_learning_rate, **fields):
+def run_suite(workdir, inits, tasks, **fields):
   """{init name: {task: final dev metrics}}, running whatever has not finished yet."""
   for task in tasks:
     finetune_tasks.get_task(task)  # an unknown name fails before hours of work
@@ -106,8 +105,7 @@ def run_suite(workdir, inits, tasks, learning_rate, scratch_learning_rate, **fie
       if metrics is None:
         if os.path.exists(run_dir):
           raise ValueError(f"{run_dir} holds an unfinished run; delete it to run it again.")
-        rate = scratch_learning_rate if init_from == "scratch" else learning_rate
-        metrics = finetune.run(task_config(task, init_from, learning_rate=rate, **fields), run_dir)
+        metrics = finetune.run(task_config(task, init_from, **fields), run_dir)
       results.setdefault(run_name(init_from), {})[task] = metrics
   return results
 
@@ -171,7 +169,6 @@ def main(argv):
         flags.FLAGS.init_from,
         tasks,
         learning_rate=flags.FLAGS.learning_rate,
-        scratch_learning_rate=flags.FLAGS.scratch_learning_rate,
         num_train_steps=flags.FLAGS.num_train_steps,
         eval_every=flags.FLAGS.num_train_steps,
         data_dir=flags.FLAGS.data_dir)

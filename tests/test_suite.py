@@ -66,14 +66,13 @@ def test_table_shows_every_metric_with_its_baseline():
 def test_finished_runs_are_read_back_and_unfinished_ones_refused(tmp_path):
   dev = {"pearson": 0.5, "spearman": 0.4, "mean_prediction_mse": 3.0, "loss": 1.0}
   write_run(str(tmp_path / "minilm" / "rating"), [(10, 2.0), (20, 1.5)], dev, 20)
-  results = suite.run_suite(
-      str(tmp_path), ["minilm"], ["rating"], learning_rate=1e-4, scratch_learning_rate=5e-4)
+  results = suite.run_suite(str(tmp_path), ["minilm"], ["rating"], learning_rate=1e-4)
   assert results == {"minilm": {"rating": dev}}  # read back: nothing trained
   write_run(str(tmp_path / "scratch" / "rating"), [(10, 2.0)], dev, 30, last_step=10)
   with pytest.raises(ValueError, match=r"scratch/rating holds an unfinished run; delete it"):
-    suite.run_suite(str(tmp_path), ["minilm", "scratch"], ["rating"], 1e-4, 5e-4)
+    suite.run_suite(str(tmp_path), ["minilm", "scratch"], ["rating"])
   with pytest.raises(ValueError, match=r"task='nope' is not a fine-tuning task"):
-    suite.run_suite(str(tmp_path), ["minilm"], ["nope"], 1e-4, 5e-4)
+    suite.run_suite(str(tmp_path), ["minilm"], ["nope"])
 
 
 def test_loss_curves_png(tmp_path):
@@ -93,7 +92,6 @@ def test_suite_fine_tunes_a_task_from_a_jaxssl_encoder(tiny_encoder, tfds_dir, t
   results = suite.run_suite(
       str(tmp_path), [tiny_encoder], ["sentiment"],
       learning_rate=1e-3,
-      scratch_learning_rate=1e-3,
       num_train_steps=2,
       eval_every=2,
       train_split="train[:32]",
