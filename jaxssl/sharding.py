@@ -5,6 +5,8 @@ parameters and optimizer state sharded over it) and ``tensor`` (Megatron-style s
 heads and MLP). Batches are split over ``data`` × ``fsdp``.
 """
 
+import collections
+
 import jax
 import numpy as np
 from flax import linen
@@ -64,3 +66,13 @@ def global_batch(local_batch, mesh):
       name: jax.make_array_from_process_local_data(sharding, rows)
       for name, rows in local_batch.items()
   }
+
+
+def per_device_bytes(tree):
+  """``{device: bytes}`` that the jax Arrays of ``tree`` hold on each of this process's devices:
+  a replicated array counts once per device, a sharded one only its shard there."""
+  held = collections.Counter()
+  for array in jax.tree.leaves(tree):
+    for shard in array.addressable_shards:
+      held[shard.device] += shard.data.nbytes
+  return dict(held)

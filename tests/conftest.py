@@ -10,6 +10,10 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMALL_CORPUS = "jaxssl_corpus/moby_dick"  # 138 chapters, 1.2 MB: quick to tokenize.
+# XLA_FLAGS for subprocess runs whose numbers are compared: XLA:CPU compiles in about half the
+# time without LLVM's optimisations (compiling is most of a tiny run), and XLA partitions the
+# program over devices before LLVM sees it. Compared runs must all use it.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
 
 
 def load_config(name, arg=None):
@@ -57,6 +61,10 @@ def tiny_encoder(tfds_dir, tokenizer_path, tmp_path_factory):
 
 @pytest.fixture
 def tiny_config(tfds_dir, tokenizer_path):
+  return small_bert_config(tfds_dir, tokenizer_path)
+
+
+def small_bert_config(tfds_dir, tokenizer_path):
   """A BERT run small enough for a few seconds of CPU, on the Moby Dick corpus."""
   config = load_config("bert_pretrain", "size=tiny")
   config.dataset = SMALL_CORPUS

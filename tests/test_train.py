@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
 import time
@@ -11,6 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from conftest import FAST_COMPILE
 from conftest import run_main
 from jaxssl import metrics
 from jaxssl import train
@@ -168,35 +170,60 @@ def test_nsp_head_can_fit_a_fixed_batch():
 
 @pytest.mark.slow
 def test_two_processes_train_in_lock_step_with_one(tiny_config, tmp_path):
-  """jax.distributed over loopback (gloo): 2 processes x 1 device = 1 process x 2 devices."""
+  """jax.distributed over loopback (gloo): 2 processes x 1 device = 1 process x 2 devices, with
+  the state FSDP-sharded across the processes; both restore their shards of a checkpoint and
+  go on in lock-step to the uninterrupted run's end."""
   tiny_config.num_train_steps = 10
-  tiny_config.eval_every = tiny_config.checkpoint_every = 10
-  with socket.socket() as probe:  # a free port for the coordinator
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-  processes = [
-      run_main(
-          tiny_config,
-          tmp_path / "two",
-          env={"JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"},
-          extra=[
-              f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-              f"--process_id={index}"
-          ]) for index in range(2)
-  ]
-  processes.append(
+  tiny_config.eval_every = 10
+  tiny_config.checkpoint_every = 5
+  tiny_config.mesh.data, tiny_config.mesh.fsdp = 1, 2
+
+  def start_two_processes():
+    with socket.socket() as probe:  # a free port for the coordinator
+      probe.bind(("127.0.0.1", 0))
+      port = probe.getsockname()[1]
+    return [
+        run_main(
+            tiny_config,
+            tmp_path / "two",
+            env={
+                "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
+                "XLA_FLAGS": FAST_COMPILE
+            },
+            extra=[
+                f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                f"--process_id={index}"
+            ]) for index in range(2)
+    ]
+
+  def wait(processes):
+    for process in processes:
+      _, stderr = process.communicate(timeout=600)
+      assert process.returncode == 0, stderr[-3000:]
+
+  def assert_two_match_one():
+    losses_two = [r["mlm_loss"] for r in train_records(tmp_path / "two")]
+    losses_one = [r["mlm_loss"] for r in train_records(tmp_path / "one")]
+    assert len(losses_two) == 2
+    np.testing.assert_allclose(losses_two, losses_one, rtol=2e-4)
+    _, params_two = final_params(tmp_path / "two")
+    _, params_one = final_params(tmp_path / "one")
+    for name, value in params_one.items():
+      np.testing.assert_allclose(params_two[name], value, atol=2e-4, err_msg=name)
+
+  wait(start_two_processes() + [
       run_main(
           tiny_config,
           tmp_path / "one",
-          env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}))
-  for process in processes:
-    _, stderr = process.communicate(timeout=600)
-    assert process.returncode == 0, stderr[-3000:]
-  losses_two = [r["mlm_loss"] for r in train_records(tmp_path / "two")]
-  losses_one = [r["mlm_loss"] for r in train_records(tmp_path / "one")]
-  assert len(losses_two) == 2
-  np.testing.assert_allclose(losses_two, losses_one, rtol=2e-4)
-  _, params_two = final_params(tmp_path / "two")
-  _, params_one = final_params(tmp_path / "one")
-  for name, value in params_one.items():
-    np.testing.assert_allclose(params_two[name], value, atol=2e-4, err_msg=name)
+          env={"XLA_FLAGS": f"{FAST_COMPILE} --xla_force_host_platform_device_count=2"})
+  ])
+  assert_two_match_one()
+  # As if both processes were stopped after step 5's checkpoint. The restart must restore it:
+  # it keeps the records up to step 5 (marked here) and logs the later ones again.
+  shutil.rmtree(tmp_path / "two" / "checkpoints" / "10")
+  records = [{**r, "before_restart": True} for r in metrics.read_metrics(tmp_path / "two")]
+  (tmp_path / "two" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  wait(start_two_processes())
+  assert [(r["step"], "before_restart" in r) for r in train_records(tmp_path / "two")
+         ] == [(5, True), (10, False)]
+  assert_two_match_one()
