@@ -47,7 +47,8 @@ PRESETS = {
 CHOICES = {
     "norm": ("layernorm", "rmsnorm"),
     "positions": ("learned", "rotary"),
-    "mlp": ("gelu", "gelu_tanh", "swiglu")
+    "mlp": ("gelu", "gelu_tanh", "swiglu"),
+    "remat": layers.REMAT_CHOICES
 }
 
 
@@ -71,6 +72,8 @@ class GPTConfig:
   layer_norm_eps: float = 1e-5
   dtype: str = "float32"
   param_dtype: str = "float32"
+  remat: str = "none"  # Activations recomputed in the backward pass: layers.REMAT_CHOICES.
+  scan_layers: bool = False  # One jax.lax.scan over the blocks (KV-cache decoding: a loop).
 
   def __post_init__(self):
     for field, choices in CHOICES.items():
@@ -270,9 +273,12 @@ class GPT(nnx.Module):
       x = x + self.position_embed(positions)
     x = layers.dropout(x, self.cfg.dropout_rate, embed_rng)
     mask, cache = self.attention_mask(segment_ids, cache)
-    for layer, (block, block_rng) in enumerate(zip(self.blocks, block_rngs)):
-      x, cache = block(x, positions, mask, cache, layer, block_rng)
-    if cache is not None:
+    if cache is None:
+      call = lambda block, x, rng: block(x, positions, mask, dropout_rng=rng)[0]
+      x = layers.run_blocks(self.blocks, x, block_rngs, self.cfg, call)[-1]
+    else:  # decoding: each block writes its own layer of the cache
+      for layer, (block, block_rng) in enumerate(zip(self.blocks, block_rngs)):
+        x, cache = block(x, positions, mask, cache, layer, block_rng)
       cache = {**cache, "length": cache["length"] + input_ids.shape[1]}
     x = self.final_norm(x)
     logits = self.token_embed.attend(x) if self.lm_head is None else self.lm_head(x)

@@ -40,6 +40,23 @@ def dropout(x, rate, rng):
   return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
+# config.model.remat: what a block keeps from its forward pass for the backward pass; the rest
+# is recomputed there ("none": keep everything, no recomputation). "full" keeps only each
+# block's input; "dots_saveable" keeps every matmul output; "dots_with_no_batch_dims_saveable"
+# keeps the weight matmuls' outputs but recomputes attention's (batched) ones.
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+REMAT_CHOICES = ("none", *REMAT_POLICIES)
+
+
+def check_remat(remat):
+  if remat not in REMAT_CHOICES:
+    raise ValueError(f"model.remat={remat!r} is unknown; use one of {REMAT_CHOICES}.")
+
+
 def layer_rngs(rng, count):
   """``count`` independent dropout keys (or Nones when not training)."""
   if rng is None:
@@ -115,12 +132,20 @@ class SelfAttention(nnx.Module):
     if dropout_rng is None or self.attention_dropout_rate == 0.0:
       context = jax.nn.dot_product_attention(q, k, v, mask=mask)  # (B, T, N, H)
     else:  # the fused kernel has no dropout: spell it out only when training with it.
-      scores = jnp.einsum("btnh,bsnh->bnts", q, k) / jnp.sqrt(self.head_dim).astype(q.dtype)
-      scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
-      probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(q.dtype)
-      probs = dropout(probs, self.attention_dropout_rate, dropout_rng)
-      context = jnp.einsum("bnts,bsnh->btnh", probs, v)
+      context = spelled_out_attention(q, k, v, mask, self.attention_dropout_rate, dropout_rng)
     return self.out(context.reshape(batch, length, -1))  # (B, T, D)
+
+
+def spelled_out_attention(q, k, v, mask, dropout_rate, dropout_rng):
+  """Attention with dropout on its probabilities, which ``jax.nn.dot_product_attention`` lacks.
+
+  q, k, v: (B, T, N, H), (B, S, N, H), (B, S, N, H); mask: (B, 1, T, S). Returns (B, T, N, H).
+  """
+  scores = jnp.einsum("btnh,bsnh->bnts", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
+  scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)  # (B, N, T, S)
+  probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(q.dtype)
+  probs = dropout(probs, dropout_rate, dropout_rng)
+  return jnp.einsum("bnts,bsnh->btnh", probs, v)
 
 
 class MLP(nnx.Module):
@@ -163,3 +188,38 @@ class PostLNBlock(nnx.Module):
     x = self.attention_norm(
         x + dropout(self.attention(x, mask, attention_rng), self.dropout_rate, residual_rng))
     return self.mlp_norm(x + dropout(self.mlp(x), self.dropout_rate, mlp_rng))
+
+
+def run_blocks(blocks, x, rngs, cfg, call):
+  """Runs ``x`` through ``blocks`` in order, ``x = call(block, x, rng)`` with one of ``rngs`` each.
+
+  ``cfg.remat`` names the policy (REMAT_POLICIES) by which each block recomputes activations
+  in the backward pass. ``cfg.scan_layers`` runs the blocks as one ``jax.lax.scan`` over
+  their parameters stacked on a leading layer axis, so XLA compiles one block instead of
+  ``num_layers``. The stack is built inside the step: the parameters themselves stay per layer,
+  the layout checkpoints, converters and the KV-cache decoder read.
+  Returns the list of the blocks' outputs, each like ``x``.
+  """
+  graphdef = nnx.graphdef(blocks[0])
+  layer_states = [nnx.state(block) for block in blocks]
+
+  def apply(x, state, rng):
+    return call(nnx.merge(graphdef, state), x, rng)
+
+  if cfg.remat != "none":
+    apply = jax.checkpoint(apply, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+  if not cfg.scan_layers:
+    outputs = []
+    for state, rng in zip(layer_states, rngs):
+      x = apply(x, state, rng)
+      outputs.append(x)
+    return outputs
+
+  def step(x, layer):
+    x = apply(x, *layer)
+    return x, x
+
+  stacked = jax.tree.map(lambda *layer: jnp.stack(layer), *layer_states)  # leading axis L
+  stacked_rngs = None if rngs[0] is None else jnp.stack(rngs)  # (L,) keys
+  _, outputs = jax.lax.scan(step, x, (stacked, stacked_rngs))  # (L, *x.shape)
+  return list(outputs)
