@@ -33,6 +33,11 @@ class BertConfig:
   layer_norm_eps: float = 1e-12
   dtype: str = "float32"
   param_dtype: str = "float32"
+  remat: str = "none"  # Activations recomputed in the backward pass: layers.REMAT_CHOICES.
+  scan_layers: bool = False  # Run the blocks as one jax.lax.scan (see layers.run_blocks).
+
+  def __post_init__(self):
+    layers.check_remat(self.remat)
 
   @classmethod
   def from_dict(cls, fields):
@@ -64,11 +69,9 @@ class BertEncoder(nnx.Module):
          self.segment_embed(segment_ids))  # (B, T, D)
     x = layers.dropout(self.embed_norm(x), self.cfg.dropout_rate, embed_rng)
     mask = attention_mask[:, None, None, :]  # (B, 1, 1, S): every query sees every real key.
-    hidden_states = [x]
-    for block, block_rng in zip(self.blocks, block_rngs):
-      x = block(x, mask, block_rng)
-      hidden_states.append(x)
-    return x, {"hidden_states": hidden_states}
+    call = lambda block, x, rng: block(x, mask, rng)
+    hidden_states = [x, *layers.run_blocks(self.blocks, x, block_rngs, self.cfg, call)]
+    return hidden_states[-1], {"hidden_states": hidden_states}
 
 
 class BertForPretraining(nnx.Module):
