@@ -75,6 +75,11 @@ def get_config(arg=None):
   config.model.attention_dropout_rate = 0.1 if accelerator else 0.0  # Attention-prob dropout.
   config.model.dtype = "bfloat16" if accelerator else "float32"  # Compute dtype.
   config.model.param_dtype = "float32"  # Storage dtype of parameters and optimizer state.
+  # Recompute block activations in the backward pass instead of storing them (less memory, more
+  # compute): "none", "full", "dots_saveable" or "dots_with_no_batch_dims_saveable" (what is
+  # kept; jaxssl.models.layers.REMAT_POLICIES).
+  config.model.remat = "none"
+  config.model.scan_layers = False  # Run the blocks as one jax.lax.scan: compile 1 block, not L.
 
   # Optimisation.
   config.batch_size = 256 if accelerator else 32  # Global batch (split over data x fsdp devices).
@@ -87,6 +92,9 @@ def get_config(arg=None):
   config.adam_b2 = 0.999  # AdamW second-moment decay.
   config.adam_eps = 1e-6  # AdamW epsilon.
   config.max_grad_norm = 1.0  # Global-norm gradient clipping.
+  # Micro-batches per update: the global batch is split into this many, their gradients summed
+  # (the same update as one batch, with a micro-batch's activation memory).
+  config.grad_accumulation_steps = 1
 
   # Loop, evaluation, checkpoints.
   config.log_every = 1000 if accelerator else 25  # Steps between train metric records.

@@ -72,7 +72,8 @@ class Bert:
         first_regular_id=tokenizer.num_special,
         mask_id=tokenizer.mask_id,
         pad_id=tokenizer.pad_id)
-    return (steps.make_bert_train_step(graphdef, optimizer, self.config, special),
+    return (steps.make_bert_train_step(graphdef, optimizer, self.config, special,
+                                       self.config.grad_accumulation_steps),
             steps.make_bert_eval_step(graphdef, self.config, special))
 
   def baseline(self, eval_batches, train_documents, tokenizer):
@@ -133,7 +134,8 @@ class Gpt:
 
   def steps(self, graphdef, optimizer, tokenizer):
     del tokenizer  # next-token prediction needs no special ids
-    return steps.make_gpt_train_step(graphdef, optimizer), steps.make_gpt_eval_step(graphdef)
+    return (steps.make_gpt_train_step(graphdef, optimizer, self.config.grad_accumulation_steps),
+            steps.make_gpt_eval_step(graphdef))
 
   def baseline(self, eval_batches, train_documents, tokenizer):
     """Perplexity of the training unigram distribution (add-one smoothed) on the eval targets."""

@@ -39,7 +39,8 @@ TOKENIZER_FILE = tokenizer_lib.MODEL_FILE
 # A run started from a checkpoint (init_from) records the checkpoint's model config here.
 MODEL_CONFIG_FILE = "model_config.json"
 # Model config fields a run's config.model may set on a checkpoint: they change no shapes.
-INIT_OVERRIDES = ("dtype", "param_dtype", "dropout_rate", "attention_dropout_rate")
+INIT_OVERRIDES = ("dtype", "param_dtype", "dropout_rate", "attention_dropout_rate", "remat",
+                  "scan_layers")
 
 
 def check_config(config, family, mesh):
@@ -56,6 +57,12 @@ def check_config(config, family, mesh):
     raise ValueError(
         f"batch_size={config.batch_size} is not divisible by the {parallel} data-parallel "
         f"devices (mesh data x fsdp) and {jax.process_count()} processes; use a multiple.")
+  micro_batches = config.grad_accumulation_steps
+  if micro_batches < 1 or config.batch_size % (micro_batches * parallel):
+    raise ValueError(
+        f"grad_accumulation_steps={micro_batches} must be at least 1 and divide batch_size="
+        f"{config.batch_size} into micro-batches that split evenly over the {parallel} "
+        f"data-parallel devices; use a divisor of {config.batch_size // parallel}.")
 
 
 def check_workdir(config, workdir):
