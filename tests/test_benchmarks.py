@@ -27,3 +27,37 @@ def test_gpu_throughput_script_at_tiny_size():
     tokens_per_second, mfu = row.split("|")[4], row.split("|")[6]
     assert float(tokens_per_second.replace(",", "")) > 0
     assert 0 < float(mfu.strip(" %")) < 100
+
+
+@pytest.mark.slow
+def test_speed_features_script_at_tiny_size():
+  process = subprocess.run(
+      [sys.executable, "benchmarks/speed_features.py", "--tiny", "--repeats=1"],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=900,
+      env={
+          "PYTHONPATH": str(ROOT),
+          "PATH": ""
+      })
+  assert process.returncode == 0, process.stderr[-2000:]
+  rows = [[cell.strip()
+           for cell in line.split("|")[1:-1]]
+          for line in process.stdout.splitlines()
+          if re.match(r"\| (bert|gpt|attention op)\b", line)]
+  features = [(model, feature) for model, feature, *_ in rows]
+  for family in ("bert", "gpt"):
+    assert features.count((family, "remat")) == 3
+    for feature in ("baseline", "compute dtype", "grad accum", "scan layers"):
+      assert features.count((family, feature)) == 1
+    deep = [feature for model, feature in features if model == f"{family} 6 layers"]
+    assert deep == ["baseline", "scan layers", "remat", "scan layers"]
+  assert ("bert", "MLM logits") in features and ("attention op", "attention") in features
+  useful = {}
+  for _, feature, setting, _, step_ms, speed_up, _, useful_tokens, _ in rows:
+    assert float(step_ms) > 0 and float(speed_up.rstrip("x")) > 0
+    assert feature != "baseline" or speed_up == "1.00x"
+    useful[setting] = float(useful_tokens.rstrip("%")) / 100
+  assert useful["paragraphs packed"] > useful["one paragraph per row, padded"]
+  assert 0.95 < useful["chapters packed"] <= 1.0
