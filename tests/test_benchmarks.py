@@ -30,6 +30,40 @@ def test_gpu_throughput_script_at_tiny_size():
 
 
 @pytest.mark.slow
+def test_cpu_peers_script_at_tiny_size(tfds_dir):
+  process = subprocess.run([
+      sys.executable, "benchmarks/cpu_peers.py", "--tiny", "--steps=1", "--repeats=2", "--warmup=1",
+      "--notorch_compile", f"--data_dir={tfds_dir}"
+  ],
+                           cwd=ROOT,
+                           capture_output=True,
+                           text=True,
+                           timeout=900,
+                           env={
+                               "PYTHONPATH": str(ROOT),
+                               "PATH": ""
+                           })
+  assert process.returncode == 0, process.stderr[-2000:]
+  lines = process.stdout.splitlines()
+  counts = re.search(
+      r"parameters: jaxssl ([\d,]+), transformers Flax ([\d,]+), "
+      r"transformers PyTorch ([\d,]+)", process.stdout)
+  assert counts and len(set(counts.groups())) == 1
+  rows = {row.split("|")[1].strip(): row.split("|") for row in lines if row.startswith("| ")}
+  for name in ("jaxssl", "transformers Flax", "transformers PyTorch"):
+    step_ms, tokens_per_second, mfu = rows[name][2], rows[name][4], rows[name][6]
+    assert float(step_ms) > 0 and float(tokens_per_second.replace(",", "")) > 0
+    assert 0 < float(mfu.strip(" %")) < 100
+  assert float(rows["jaxssl"][7]) > 0  # compile seconds
+  for peer in ("transformers Flax", "transformers PyTorch"):
+    ratio = re.search(rf"jaxssl / {peer}: ([\d.]+)x", process.stdout)
+    assert ratio and float(ratio.group(1)) > 0
+  pipeline = re.search(r"input pipeline: ([\d,]+) examples/s.*, ([\d.]+)x the", process.stdout)
+  assert pipeline and float(pipeline.group(1).replace(",", "")) > 0
+  assert float(pipeline.group(2)) > 0
+
+
+@pytest.mark.slow
 def test_speed_features_script_at_tiny_size():
   process = subprocess.run(
       [sys.executable, "benchmarks/speed_features.py", "--tiny", "--repeats=1"],
