@@ -382,6 +382,14 @@ def test_best_span_drops_too_long_spans_and_special_tokens():
   assert finetuning.best_span(start, end, SPANS, 1, 2) == [(11.0, 0, 5)]  # w0 w1
 
 
+def test_best_span_takes_masked_padding_logits_without_overflow():
+  # The QA head puts float32's lowest value on padding; summing two must not overflow.
+  lowest = np.finfo(np.float32).min
+  start, end = peaks(p5=3.0, p10=lowest, p11=lowest), peaks(p6=2.0, p10=lowest, p11=lowest)
+  with np.errstate(over="raise"):
+    assert finetuning.best_span(start, end, SPANS, 1, 30) == [(5.0, 3, 8)]  # "w1 w2"
+
+
 def test_best_answer_comes_from_the_window_that_scores_it_highest():
   context, _, windows = split_answer_windows()
   # Window 0 (tokens 0-8 at positions 4-12) sees "w6 w7 w8" as the answer; window 1 (tokens

@@ -204,7 +204,9 @@ def best_span(start_logits: np.ndarray, end_logits: np.ndarray,
   start <= end and at most ``max_answer_length`` tokens is considered, not only the top
   starts and ends. Returns (score, start_char, end_char) candidates.
   """
-  start_logits, end_logits = np.asarray(start_logits), np.asarray(end_logits)
+  # float64: padding logits are float32's lowest value, and two of them would overflow.
+  start_logits = np.asarray(start_logits, np.float64)
+  end_logits = np.asarray(end_logits, np.float64)
   in_context = np.array([span is not None for span in token_char_spans])  # (T,)
   starts, ends = np.arange(len(in_context))[:, None], np.arange(len(in_context))[None, :]
   valid = (in_context[:, None] & in_context[None, :] & (ends >= starts) &
