@@ -80,6 +80,9 @@ def get_config(arg=None):
   # kept; jaxssl.models.layers.REMAT_POLICIES).
   config.model.remat = "none"
   config.model.scan_layers = False  # Run the blocks as one jax.lax.scan: compile 1 block, not L.
+  # jax.nn.dot_product_attention's backend: "xla", or "cudnn" (fused flash attention; NVIDIA
+  # GPUs with bfloat16 compute).
+  config.model.attention_implementation = "xla"
 
   # Optimisation.
   config.batch_size = 256 if accelerator else 32  # Global batch (split over data x fsdp devices).

@@ -70,6 +70,9 @@ def get_config(arg=None):
   # kept; jaxssl.models.layers.REMAT_POLICIES).
   config.model.remat = "none"
   config.model.scan_layers = False  # Run the blocks as one jax.lax.scan: compile 1 block, not L.
+  # jax.nn.dot_product_attention's backend: "xla", or "cudnn" (fused flash attention; NVIDIA
+  # GPUs with bfloat16 compute).
+  config.model.attention_implementation = "xla"
 
   # Optimisation.
   config.batch_size = 512 if accelerator else 16  # Global batch of packed rows.

@@ -40,7 +40,7 @@ TOKENIZER_FILE = tokenizer_lib.MODEL_FILE
 MODEL_CONFIG_FILE = "model_config.json"
 # Model config fields a run's config.model may set on a checkpoint: they change no shapes.
 INIT_OVERRIDES = ("dtype", "param_dtype", "dropout_rate", "attention_dropout_rate", "remat",
-                  "scan_layers")
+                  "scan_layers", "attention_implementation")
 
 
 def check_config(config, family, mesh):
@@ -50,6 +50,11 @@ def check_config(config, family, mesh):
     raise ValueError(f"max_seq_length={config.max_seq_length} exceeds the position table "
                      f"(model.max_position={max_position}); lower it or raise model.max_position.")
   family.check()
+  model, backend = family.model_config, jax.default_backend()
+  if model.attention_implementation == "cudnn" and (backend != "gpu" or
+                                                    model.dtype not in ("bfloat16", "float16")):
+    raise ValueError(f"model.attention_implementation='cudnn' needs an NVIDIA GPU and model.dtype "
+                     f"bfloat16 or float16 (this run: {backend}, {model.dtype}); use 'xla'.")
   if not config.get("init_from") and config.vocab_size <= len(tokenizer_lib.SPECIAL_TOKENS):
     raise ValueError(f"vocab_size={config.vocab_size} leaves no room beside the special tokens.")
   parallel = sharding.batch_parallelism(mesh)

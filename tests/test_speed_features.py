@@ -181,6 +181,19 @@ def test_unknown_remat_policy_names_the_choices():
   assert set(layers.REMAT_CHOICES) == {"none", *layers.REMAT_POLICIES}
 
 
+def test_unknown_attention_implementation_names_the_choices():
+  for config in (bert.BertConfig, gpt.GPTConfig):
+    with pytest.raises(ValueError, match="model.attention_implementation='flash'.*'xla', 'cudnn'"):
+      config(attention_implementation="flash")
+
+
+def test_cudnn_attention_is_refused_off_gpu_before_training(tiny_config):
+  tiny_config.model.attention_implementation = "cudnn"
+  mesh = sharding.make_mesh(tiny_config.mesh)
+  with pytest.raises(ValueError, match="'cudnn' needs an NVIDIA GPU.*this run: cpu, float32"):
+    train.check_config(tiny_config, families.family(tiny_config), mesh)
+
+
 @pytest.mark.parametrize("accumulation_steps", [0, 3])
 def test_accumulation_steps_must_split_the_batch(tiny_config, accumulation_steps):
   tiny_config.grad_accumulation_steps = accumulation_steps

@@ -35,9 +35,11 @@ class BertConfig:
   param_dtype: str = "float32"
   remat: str = "none"  # Activations recomputed in the backward pass: layers.REMAT_CHOICES.
   scan_layers: bool = False  # Run the blocks as one jax.lax.scan (see layers.run_blocks).
+  attention_implementation: str = "xla"  # layers.ATTENTION_IMPLEMENTATIONS.
 
   def __post_init__(self):
     layers.check_remat(self.remat)
+    layers.check_attention_implementation(self.attention_implementation)
 
   @classmethod
   def from_dict(cls, fields):

@@ -48,7 +48,8 @@ CHOICES = {
     "norm": ("layernorm", "rmsnorm"),
     "positions": ("learned", "rotary"),
     "mlp": ("gelu", "gelu_tanh", "swiglu"),
-    "remat": layers.REMAT_CHOICES
+    "remat": layers.REMAT_CHOICES,
+    "attention_implementation": layers.ATTENTION_IMPLEMENTATIONS,
 }
 
 
@@ -74,6 +75,7 @@ class GPTConfig:
   param_dtype: str = "float32"
   remat: str = "none"  # Activations recomputed in the backward pass: layers.REMAT_CHOICES.
   scan_layers: bool = False  # One jax.lax.scan over the blocks (KV-cache decoding: a loop).
+  attention_implementation: str = "xla"  # layers.ATTENTION_IMPLEMENTATIONS (training, prefill).
 
   def __post_init__(self):
     for field, choices in CHOICES.items():
@@ -211,7 +213,8 @@ class CausalSelfAttention(nnx.Module):
     if cfg.positions == "rotary":
       q, k = apply_rotary(q, positions, cfg.rope_theta), apply_rotary(k, positions, cfg.rope_theta)
     if cache is None:
-      context = jax.nn.dot_product_attention(q, k, v, mask=mask)  # (B, T, N, H)
+      context = jax.nn.dot_product_attention(
+          q, k, v, mask=mask, implementation=cfg.attention_implementation)  # (B, T, N, H)
     else:
       layer_cache = write_kv(cache["layers"][layer], cache["length"], k, v)  # (B, K, S, H) each
       context = cached_attention(q, layer_cache["key"], layer_cache["value"], mask)

@@ -57,6 +57,17 @@ def check_remat(remat):
     raise ValueError(f"model.remat={remat!r} is unknown; use one of {REMAT_CHOICES}.")
 
 
+# config.model.attention_implementation: the backend of jax.nn.dot_product_attention. "xla" runs
+# anywhere; "cudnn" is cuDNN's fused flash attention (NVIDIA GPUs, bfloat16/float16 compute).
+ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn")
+
+
+def check_attention_implementation(implementation):
+  if implementation not in ATTENTION_IMPLEMENTATIONS:
+    raise ValueError(f"model.attention_implementation={implementation!r} is unknown; use one "
+                     f"of {ATTENTION_IMPLEMENTATIONS}.")
+
+
 def layer_rngs(rng, count):
   """``count`` independent dropout keys (or Nones when not training)."""
   if rng is None:
@@ -119,6 +130,7 @@ class SelfAttention(nnx.Module):
     self.num_heads = cfg.num_heads
     self.head_dim = d // cfg.num_heads
     self.attention_dropout_rate = cfg.attention_dropout_rate
+    self.implementation = cfg.attention_implementation
     self.query = dense(d, d, "embed", "heads", cfg, rngs)
     self.key = dense(d, d, "embed", "heads", cfg, rngs)
     self.value = dense(d, d, "embed", "heads", cfg, rngs)
@@ -130,7 +142,8 @@ class SelfAttention(nnx.Module):
     split = lambda y: y.reshape(batch, length, self.num_heads, self.head_dim)
     q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))  # (B, T, N, H)
     if dropout_rng is None or self.attention_dropout_rate == 0.0:
-      context = jax.nn.dot_product_attention(q, k, v, mask=mask)  # (B, T, N, H)
+      context = jax.nn.dot_product_attention(
+          q, k, v, mask=mask, implementation=self.implementation)  # (B, T, N, H)
     else:  # the fused kernel has no dropout: spell it out only when training with it.
       context = spelled_out_attention(q, k, v, mask, self.attention_dropout_rate, dropout_rng)
     return self.out(context.reshape(batch, length, -1))  # (B, T, D)
