@@ -10,9 +10,11 @@ train step as 3 forward passes (forward + backward) and every multiply-add as 2 
   + 12 * L * T * d                    attention scores and values (full T x T, as computed)
   + 6 * d * V  (GPT)  or  6 * (d^2 + d V) * P / T  (BERT: MLM head only at P masked positions)
 Embedding lookups, norms, biases and the pooler are left out. bf16 compute, fp32 parameters
-and optimizer state, dropout off (so the fused attention kernel is used), AdamW.
+and optimizer state, dropout off (so jax.nn.dot_product_attention is used), AdamW; each case
+once per attention implementation (XLA's, and cuDNN's fused flash attention on a GPU).
 """
 
+import itertools
 import time
 import types
 
@@ -29,6 +31,9 @@ from jaxssl.models import gpt
 
 _TINY = flags.DEFINE_bool("tiny", False, "Tiny models and shapes (a CPU correctness check).")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed train steps per case.")
+_ATTENTION = flags.DEFINE_list(
+    "attention", None, "model.attention_implementation values to time each case with "
+    "(default: xla and cudnn on a GPU, xla elsewhere).")
 
 PAD, CLS, SEP, MASK, FIRST_REGULAR = 0, 2, 3, 4, 5
 OPTIMIZER = types.SimpleNamespace(
@@ -167,9 +172,17 @@ def main(argv):
   print(f"{device.platform} {device.device_kind}: measured bf16 matmul {rate / 1e12:.1f} TFLOP/s")
   print("| model | batch x seq | step ms | tokens/s | model TFLOP/s | MFU | compile s |")
   print("|---|---|---|---|---|---|---|")
-  for name, family, fields, batch_size, length, predictions in cases(_TINY.value):
-    seconds, compile_seconds, cfg = measure(family, fields, batch_size, length, predictions,
-                                            _STEPS.value)
+  implementations = _ATTENTION.value or (["xla", "cudnn"] if device.platform == "gpu" else ["xla"])
+  for (name, family, fields, batch_size, length,
+       predictions), implementation in itertools.product(cases(_TINY.value), implementations):
+    name = f"{name}, {implementation} attention"
+    fields = {**fields, "attention_implementation": implementation}
+    try:
+      seconds, compile_seconds, cfg = measure(family, fields, batch_size, length, predictions,
+                                              _STEPS.value)
+    except Exception as error:  # pylint: disable=broad-except  # e.g. a shape cuDNN lacks
+      print(f"| {name} | {batch_size} x {length} | failed: {str(error).splitlines()[0][:200]} |")
+      continue
     tokens_per_second = batch_size * length / seconds
     model_flops = tokens_per_second * flops_per_token(cfg, family, length, predictions)
     print(f"| {name} | {batch_size} x {length} | {seconds * 1e3:.1f} | {tokens_per_second:,.0f} "

@@ -142,6 +142,8 @@ class SelfAttention(nnx.Module):
     split = lambda y: y.reshape(batch, length, self.num_heads, self.head_dim)
     q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))  # (B, T, N, H)
     if dropout_rng is None or self.attention_dropout_rate == 0.0:
+      if self.implementation == "cudnn":  # cuDNN takes the mask as a bias of full (T, S) size.
+        mask = jnp.broadcast_to(mask, (batch, 1, length, mask.shape[-1]))  # (B, 1, T, S)
       context = jax.nn.dot_product_attention(
           q, k, v, mask=mask, implementation=self.implementation)  # (B, T, N, H)
     else:  # the fused kernel has no dropout: spell it out only when training with it.
