@@ -18,10 +18,12 @@ similarity by layer, the sentences, the matrix) into ``--output``.
 """
 
 import dataclasses
+import functools
 import importlib.resources
 import os
 import sys
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -40,7 +42,9 @@ EXAMPLES = {
     "bank": ("contextual_bank.tsv", "bank"),
     "guo": ("contextual_guo.tsv", "果"),
 }
-LABEL_CHARACTERS = 48  # a sentence longer than this is cut in the heatmap's tick labels
+LABEL_CHARACTERS = 48
+# Batches are padded to a multiple of this, so sentence sets of similar lengths share a compile.
+LENGTH_BUCKET = 32  # a sentence longer than this is cut in the heatmap's tick labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,22 +135,30 @@ def word_tokens(tokenizer, sentence, word):
   return ids, positions
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _all_hidden_states(graphdef, params, input_ids, attention_mask):
+  """(L + 1, S, T, D) float32 hidden states of the encoder ``(graphdef, params)``."""
+  model = nnx.merge(graphdef, params)
+  _, intermediates = model(input_ids, jnp.zeros_like(input_ids), attention_mask)
+  return jnp.stack(intermediates["hidden_states"]).astype(jnp.float32)
+
+
 def hidden_states(model, tokenizer, sentences):
   """Every layer's token vectors for ``sentences``, one padded batch with [CLS] and [SEP]:
   (L + 1, S, T, D) float32, layer 0 being the embeddings' output."""
   encoded = [tokenizer.encode(sentence) for sentence in sentences]
-  length = max(len(ids) for ids in encoded) + 2
-  if length > model.cfg.max_position:
-    longest = sentences[max(range(len(encoded)), key=lambda i: len(encoded[i]))]
-    raise ValueError(f"sentence {longest!r} is longer than the encoder's "
+  longest = max(len(ids) for ids in encoded) + 2
+  if longest > model.cfg.max_position:
+    sentence = sentences[max(range(len(encoded)), key=lambda i: len(encoded[i]))]
+    raise ValueError(f"sentence {sentence!r} is longer than the encoder's "
                      f"{model.cfg.max_position} positions; shorten it.")
+  length = min(-(-longest // LENGTH_BUCKET) * LENGTH_BUCKET, model.cfg.max_position)
   input_ids = np.full((len(sentences), length), tokenizer.pad_id, np.int32)  # (S, T)
   for row, ids in enumerate(encoded):
     input_ids[row, :len(ids) + 2] = [tokenizer.cls_id, *ids, tokenizer.sep_id]
   attention_mask = input_ids != tokenizer.pad_id  # (S, T)
-  _, intermediates = model(
-      jnp.asarray(input_ids), jnp.zeros_like(input_ids), jnp.asarray(attention_mask))
-  return np.stack([np.asarray(h, np.float32) for h in intermediates["hidden_states"]])
+  graphdef, params = nnx.split(model)
+  return np.asarray(_all_hidden_states(graphdef, params, input_ids, attention_mask))
 
 
 def word_vectors_by_layer(model, tokenizer, sentences, word):
