@@ -84,6 +84,11 @@ def test_sense_summary_by_hand():
   assert summary["by_sense"] == pytest.approx({"a": 0.9, "b": (0.8 + 0.7 + 0.6) / 3})
   assert summary["within"] == pytest.approx((2 * 0.9 + 2 * (0.8 + 0.7 + 0.6)) / 8)
   assert summary["cross"] == pytest.approx(2 * (0.1 + 0.2 + 0.3 + 0.4 + 0.5 + 0.6) / 12)
+  # Nearest others: 0 -> 2 (a), 1 -> 3 (b), 2 -> 0 (a), 3 -> 1 (b), 4 -> 1 (b); then sentence 4
+  # moves next to sentence 2 (sense a).
+  assert summary["nearest_same_sense"] == 5
+  matrix[4, 2] = 0.95
+  assert contextual.sense_summary(matrix, senses)["nearest_same_sense"] == 4
 
 
 def test_similarity_matrix_is_the_cosine():

@@ -198,7 +198,9 @@ def similarity_matrix(vectors):
 
 def sense_summary(matrix, senses):
   """Mean similarity over off-diagonal pairs of one sense ("within", and per sense in
-  "by_sense") and over pairs of different senses ("cross")."""
+  "by_sense") and over pairs of different senses ("cross"); "nearest_same_sense": how many
+  sentences have, as their most similar other sentence, one of their own sense (a mean can hide
+  a sentence that sits with the other sense)."""
   senses = np.asarray(senses)
   same = senses[:, None] == senses[None, :]  # (S, S)
   off_diagonal = ~np.eye(len(senses), dtype=bool)
@@ -206,15 +208,17 @@ def sense_summary(matrix, senses):
       str(sense): float(matrix[same & off_diagonal & (senses[:, None] == sense)].mean())
       for sense in dict.fromkeys(senses.tolist())
   }
+  nearest = np.where(off_diagonal, matrix, -np.inf).argmax(axis=1)  # (S,)
   return {
       "within": float(matrix[same & off_diagonal].mean()),
       "cross": float(matrix[~same].mean()),
       "by_sense": by_sense,
+      "nearest_same_sense": int((senses[nearest] == senses).sum()),
   }
 
 
 def load_encoder(init_from):
-  """(BertEncoder without dropout, tokenizer, num_layers) of the encoder ``init_from`` names."""
+  """(BertEncoder without dropout, tokenizer) of the encoder ``init_from`` names."""
   settings = ml_collections.ConfigDict(
       dict(
           init_from=init_from,
@@ -293,21 +297,22 @@ def markdown_report(sentences, matrix, by_layer, layer, description, tokens):
       f"# Contextual vectors of “{sentences.word}” ({description})", "",
       "Mean cosine similarity between the word's vectors in different sentences (pairs of a "
       "sentence with itself left out). Layer 0 is the embeddings' output.", "",
-      "| layer | within sense | cross sense | within − cross | " +
+      "| layer | within sense | cross sense | within − cross | nearest is same sense | " +
       " | ".join(f"within {sense}" for sense in senses) + " |",
-      "|---|---|---|---|" + "---|" * len(senses)
+      "|---|---|---|---|---|" + "---|" * len(senses)
   ]
+  size = len(sentences.texts)
   for index, summary in enumerate(by_layer):
     marker = " (heatmap)" if index == layer else ""
     lines.append(f"| {index}{marker} | {summary['within']:.3f} | {summary['cross']:.3f} | "
-                 f"{summary['within'] - summary['cross']:+.3f} | " +
+                 f"{summary['within'] - summary['cross']:+.3f} | "
+                 f"{summary['nearest_same_sense']}/{size} | " +
                  " | ".join(f"{summary['by_sense'][sense]:.3f}" for sense in senses) + " |")
   lines += [
       "", "## Sentences", "", "| # | sense | sentence | tokens of the word |", "|---|---|---|---|"
   ]
   for number, (sense, text, pieces) in enumerate(zip(sentences.senses, sentences.texts, tokens), 1):
     lines.append(f"| {number} | {sense} | {text} | {' '.join(pieces)} |")
-  size = len(sentences.texts)
   lines += [
       "", f"## Similarity matrix at layer {layer}", "",
       "| # | " + " | ".join(str(i) for i in range(1, size + 1)) + " |", "|---|" + "---|" * size
@@ -369,7 +374,9 @@ def main(argv):
     print(f"note: {note}")
   print(f"{sentences.word!r}: mean similarity within sense {summary['within']:.3f}, "
         f"cross sense {summary['cross']:.3f} "
-        f"({', '.join(f'{s} {v:.3f}' for s, v in summary['by_sense'].items())}). "
+        f"({', '.join(f'{s} {v:.3f}' for s, v in summary['by_sense'].items())}); "
+        f"{summary['nearest_same_sense']} of {len(sentences.texts)} sentences have their "
+        f"nearest neighbour in their own sense. "
         f"Wrote {FLAGS.output}/heatmap.png and similarity.md")
 
 
