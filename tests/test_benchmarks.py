@@ -6,7 +6,12 @@ import sys
 
 import pytest
 
+from conftest import FAST_COMPILE
 from conftest import ROOT
+
+# The scripts' code paths, compiled without XLA's slow LLVM optimizations (tiny shapes: the
+# timings themselves are not checked, only that they are sane).
+ENV = {"PYTHONPATH": str(ROOT), "PATH": "", "XLA_FLAGS": FAST_COMPILE}
 
 
 @pytest.mark.slow
@@ -16,10 +21,7 @@ def test_gpu_throughput_script_at_tiny_size():
                            capture_output=True,
                            text=True,
                            timeout=600,
-                           env={
-                               "PYTHONPATH": str(ROOT),
-                               "PATH": ""
-                           })
+                           env=ENV)
   assert process.returncode == 0, process.stderr[-2000:]
   rows = [line for line in process.stdout.splitlines() if re.match(r"\| (bert|gpt)-tiny", line)]
   assert len(rows) == 2
@@ -39,10 +41,7 @@ def test_cpu_peers_script_at_tiny_size(tfds_dir):
                            capture_output=True,
                            text=True,
                            timeout=900,
-                           env={
-                               "PYTHONPATH": str(ROOT),
-                               "PATH": ""
-                           })
+                           env=ENV)
   assert process.returncode == 0, process.stderr[-2000:]
   lines = process.stdout.splitlines()
   counts = re.search(
@@ -71,10 +70,7 @@ def test_speed_features_script_at_tiny_size():
       capture_output=True,
       text=True,
       timeout=900,
-      env={
-          "PYTHONPATH": str(ROOT),
-          "PATH": ""
-      })
+      env=ENV)
   assert process.returncode == 0, process.stderr[-2000:]
   rows = [[cell.strip()
            for cell in line.split("|")[1:-1]]
