@@ -12,12 +12,17 @@ The argument picks a recipe, e.g. ``configs/bert_pretrain.py:size=base``:
   size=small, medium, large: the other presets of jaxssl.models.bert.PRESETS on the
              mini recipe (large uses the base recipe).
 ``nsp=False`` turns next-sentence prediction off: ``configs/bert_pretrain.py:size=mini,nsp=False``.
+``corpus=`` picks the shipped corpus of the CPU recipes: ``en`` (default), ``zh``, or
+``bilingual``: English and Chinese together, with one SentencePiece vocabulary of 16000 pieces
+trained on both (``configs/bert_pretrain.py:corpus=bilingual``). Adding
+``--config.train_split=train[:25%]`` pretrains on a quarter of the training documents.
 Every field can also be set on the command line: ``--config.num_train_steps=100``.
 """
 
 import ml_collections
 
 ACCELERATOR_SIZES = ("base", "large")
+CORPORA = ("en", "zh", "bilingual")  # jaxssl_corpus configs the corpus= argument may name
 
 
 def parse_arg(arg, **defaults):
@@ -33,16 +38,22 @@ def parse_arg(arg, **defaults):
 
 
 def get_config(arg=None):
-  options = parse_arg(arg, size="mini", nsp="True")
-  size = options["size"]
+  options = parse_arg(arg, size="mini", nsp="True", corpus="en")
+  size, corpus = options["size"], options["corpus"]
   accelerator = size in ACCELERATOR_SIZES
+  if corpus not in CORPORA:
+    raise ValueError(f"config argument corpus={corpus!r}: use one of {CORPORA}.")
+  if accelerator and corpus != "en":
+    raise ValueError(
+        f"size={size} pretrains on Wikipedia; set --config.dataset instead of corpus=.")
   config = ml_collections.ConfigDict()
 
   config.objective = "bert"  # Which pretraining objective family train.run builds.
   config.seed = 0  # Seeds parameters, instance creation, masking and dropout.
 
   # Data.
-  config.dataset = "wikipedia/20230601.en" if accelerator else "jaxssl_corpus/en"  # TFDS name.
+  # TFDS name (jaxssl_corpus/bilingual: the English and Chinese documents, shuffled together).
+  config.dataset = "wikipedia/20230601.en" if accelerator else f"jaxssl_corpus/{corpus}"
   # TFDS data dir (None: TFDS's default, ~/tensorflow_datasets).
   config.data_dir = ml_collections.FieldReference(None, field_type=str)
   config.text_key = "text"  # Feature holding each document's text.
@@ -64,7 +75,9 @@ def get_config(arg=None):
   config.init_from = ""
 
   # Tokenizer.
-  config.vocab_size = 30522 if accelerator else 8000  # SentencePiece vocabulary = embedding rows.
+  # SentencePiece vocabulary = embedding rows. Bilingual: 16000, since about 3,200 characters,
+  # nearly all Han, each need a piece of their own to cover 99.95% of the corpus's characters.
+  config.vocab_size = 30522 if accelerator else (16000 if corpus == "bilingual" else 8000)
   config.tokenizer = ""  # Path to an existing SentencePiece model; "" trains one into the workdir.
 
   # Model: a preset size, and the fields that any preset may override.

@@ -69,7 +69,7 @@ class CorpusConfig(tfds.core.BuilderConfig):
 
 
 class JaxsslCorpus(_ArrayRecordBuilder):
-  """English or Chinese documents shipped with jaxssl; see corpora/PROVENANCE.md for licences.
+  """English and/or Chinese documents shipped with jaxssl; see corpora/PROVENANCE.md for licences.
 
   About 2% of the documents of each file, chosen by a hash of their id, form the validation
   split, so a file's split is the same in every config; documents are kept whole, so no text
@@ -88,6 +88,12 @@ class JaxsslCorpus(_ArrayRecordBuilder):
           name="zh",
           description="LibreOffice help (Simplified and Traditional), People's Daily January 1998.",
           files=_CHINESE_FILES,
+      ),
+      # Both languages in one dataset, for one model (and one vocabulary) over both.
+      CorpusConfig(
+          name="bilingual",
+          description="The en and zh configs together: English and Chinese documents.",
+          files=_ENGLISH_FILES + _CHINESE_FILES,
       ),
       # One file alone: small corpora for quick runs and tests.
       *(CorpusConfig(name=file, description=f"{file}.jsonl.xz alone.", files=(file,))
@@ -202,9 +208,9 @@ def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
   except ValueError as error:
     raise ValueError(
         f"unknown dataset name or config {name!r}; use 'jaxssl_corpus/en', 'jaxssl_corpus/zh', "
-        "'jaxssl_corpus/<corpus file>', 'jaxssl_sentiment/<domain>', 'jaxssl_sentiment_zh', "
-        "'jaxssl_pos/brown', 'jaxssl_paraphrase/kjv_web', 'jaxssl_qa/bible_cloze' or a TFDS "
-        "catalog name such as 'wikipedia/20230601.en'") from error
+        "'jaxssl_corpus/bilingual', 'jaxssl_corpus/<corpus file>', 'jaxssl_sentiment/<domain>', "
+        "'jaxssl_sentiment_zh', 'jaxssl_pos/brown', 'jaxssl_paraphrase/kjv_web', "
+        "'jaxssl_qa/bible_cloze' or a TFDS catalog name such as 'wikipedia/20230601.en'") from error
 
 
 def _prepared_source(builder: tfds.core.DatasetBuilder, name: str, split: str):
@@ -222,9 +228,10 @@ def _prepared_source(builder: tfds.core.DatasetBuilder, name: str, split: str):
 def load_texts(name: str, split: str, data_dir: str | None, text_key: str = "text") -> list[str]:
   """Texts of a split's documents, preparing the dataset in ``data_dir`` first if needed.
 
-  ``name`` is 'jaxssl_corpus/en', 'jaxssl_corpus/zh', 'jaxssl_corpus/<corpus file>' (e.g.
-  'jaxssl_corpus/moby_dick') or any TFDS catalog name; ``split`` may carry a TFDS slice such as
-  'train[:10%]'. Documents whose text is empty or whitespace are skipped.
+  ``name`` is 'jaxssl_corpus/en', 'jaxssl_corpus/zh', 'jaxssl_corpus/bilingual' (both),
+  'jaxssl_corpus/<corpus file>' (e.g. 'jaxssl_corpus/moby_dick') or any TFDS catalog name;
+  ``split`` may carry a TFDS slice such as 'train[:10%]'. Documents whose text is empty or
+  whitespace are skipped.
   """
   builder = _builder(name, data_dir)
   if text_key not in builder.info.features:
