@@ -40,7 +40,8 @@ def get_config(arg=None):
 
   # The encoder to fine-tune: a name or Hugging Face BERT directory (jaxssl.pretrained), a
   # jaxssl BERT pretraining workdir (its encoder and tokenizer), or "scratch": MiniLM's shape and
-  # tokenizer with random weights, the baseline that shows what pretraining brings.
+  # tokenizer with random weights, the baseline that shows what pretraining brings
+  # ("scratch:PATH": the shape and tokenizer of PATH, any of the above, with random weights).
   config.init_from = "minilm"
 
   # Data.

@@ -28,30 +28,26 @@ from jaxssl import metrics as metrics_lib
 from jaxssl import pretrained
 from jaxssl import steps
 from jaxssl import train
-from jaxssl.convert import hf_bert
 from jaxssl.data import corpora
-from jaxssl.data import pretrained_tokenizers
 from jaxssl.models import bert
 
-SCRATCH_SHAPE = "minilm"  # init_from="scratch" takes this checkpoint's config and tokenizer
+# init_from="scratch" takes this checkpoint's config and tokenizer; "scratch:PATH" those of PATH.
+SCRATCH_SHAPE = "minilm"
 LABELS_FILE = "labels.json"  # the class (tag) names of a classification (tagging) run, else null
 HEAD_OUTPUTS = {"regression": 1, "question_answering": 2}  # heads whose width is not a label set
 
 
 def load_encoder(config):
   """(graphdef, params, tokenizer) of the encoder ``config.init_from`` names, its dropout rates
-  set from the config."""
+  set from the config. "scratch" (MiniLM) and "scratch:PATH" keep an encoder's architecture and
+  tokenizer but give it random weights."""
   rates = dict(
       dropout_rate=config.dropout_rate, attention_dropout_rate=config.attention_dropout_rate)
-  path = config.init_from
-  if path == "scratch":
-    path = pretrained.resolve(SCRATCH_SHAPE)
-    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-      cfg = hf_bert.config_from_hf(json.load(f), **rates)
-    params = nnx.state(bert.BertEncoder(cfg, nnx.Rngs(config.seed)))
-    tokenizer = pretrained_tokenizers.WordPieceTokenizer.load(path)
-  elif (os.path.exists(os.path.join(path, "config.json")) and
-        "objective" in train.load_run_config(path)):  # a jaxssl workdir, not a Hugging Face one
+  prefix, _, shape = config.init_from.partition(":")
+  scratch = prefix == "scratch"
+  path = (shape or SCRATCH_SHAPE) if scratch else config.init_from
+  if (os.path.exists(os.path.join(path, "config.json")) and
+      "objective" in train.load_run_config(path)):  # a jaxssl workdir, not a Hugging Face one
     run_config, _, tokenizer, graphdef, run_params = train.load_trained(path)
     if run_config.objective != "bert":
       raise ValueError(f"init_from={path!r} holds a {run_config.objective!r} run; fine-tuning "
@@ -65,6 +61,8 @@ def load_encoder(config):
       raise ValueError(f"init_from={path!r} is a {loaded.objective.upper()} decoder; fine-tuning "
                        "needs a BERT encoder such as 'minilm'.")
     cfg, params, tokenizer = loaded.model.cfg, nnx.state(loaded.model), loaded.tokenizer
+  if scratch:
+    params = nnx.state(bert.BertEncoder(cfg, nnx.Rngs(config.seed)))
   if config.max_seq_length > cfg.max_position:
     raise ValueError(f"max_seq_length={config.max_seq_length} exceeds the encoder's position "
                      f"table ({cfg.max_position}); lower it.")

@@ -15,8 +15,12 @@ One JSON record per input line, by the run's task kind:
 An input ``id`` is copied to its prediction. Output lines follow input lines one to one; a
 record without the fields its task needs, or with an empty text, is an error naming its line,
 and nothing is written.
+
+``Predictor.evaluate`` scores the model on a labelled split of any dataset with the task's
+features, e.g. an English sentiment model on Chinese sentences (jaxssl.analysis.transfer).
 """
 
+import dataclasses
 import json
 import os
 import sys
@@ -34,6 +38,7 @@ from jaxssl import finetune
 from jaxssl import finetune_tasks
 from jaxssl import heads
 from jaxssl import train
+from jaxssl.data import corpora
 from jaxssl.models import bert
 
 
@@ -132,6 +137,35 @@ class Predictor:
       if "id" in record:
         prediction["id"] = record["id"]
     return predictions
+
+  def evaluate(self, dataset, split, data_dir=None):
+    """The run's task metrics on the labelled ``split`` of ``dataset``, which need not be the
+    one it was fine-tuned on (e.g. an English sentiment model on 'jaxssl_sentiment_zh': zero-shot
+    cross-lingual transfer). Class labels are matched to the model's by name, not by number."""
+    task = dataclasses.replace(self.task, dataset=dataset)
+    examples = corpora.load_examples(dataset, split, data_dir)
+    if self.label_names is not None:
+      names = corpora.label_names(dataset, data_dir, task.label_key)
+      unknown = sorted(set(names) - set(self.label_names))
+      if unknown:
+        raise ValueError(f"{dataset} has labels {unknown} that the model does not predict "
+                         f"({self.label_names}); evaluate on a dataset with its label set.")
+      model_label = np.array([self.label_names.index(name) for name in names])
+      examples = [{
+          **example, task.label_key: model_label[example[task.label_key]].tolist()
+      } for example in examples]
+    rows = finetune_tasks.encode(
+        task,
+        self.tokenizer,
+        examples,
+        self.config.max_seq_length,
+        num_labels=len(self.label_names) if self.label_names is not None else None,
+        doc_stride=self.config.doc_stride,
+        max_question_length=self.config.max_question_length,
+        where=f"{dataset} {split}")
+    outputs, _ = finetune.run_model(self.predict_step, self.params, rows.arrays, self.batch_size)
+    return finetune_tasks.score(task, rows, outputs, self.config.n_best,
+                                self.config.max_answer_length)
 
   def _decode(self, rows, outputs):
     kind = self.task.kind

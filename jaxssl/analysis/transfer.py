@@ -1,0 +1,305 @@
+"""Zero-shot cross-lingual transfer: fine-tune on English sentiment only, evaluate on Chinese.
+
+    python -m jaxssl.analysis.transfer --workdir=/tmp/transfer \\
+        --pretrained=/tmp/bilingual_bert/full,/tmp/bilingual_bert/quarter
+
+Each ``--pretrained`` workdir is a jaxssl BERT pretraining run (e.g. configs/bert_pretrain.py
+with ``corpus=bilingual``: one vocabulary over English and Chinese). From each, and from the
+first one's architecture and tokenizer with random weights (``scratch:PATH``), two fine-tuning
+runs (``jaxssl.finetune.run`` with configs/bert_finetune.py and ``BUDGET``) go in
+``WORKDIR/<name>/``:
+
+- ``sentiment_en``: English sentences (``--en_dataset``), evaluated on their own dev split and,
+  zero-shot, on the Chinese dev split of ``jaxssl_sentiment_zh`` (``predict.Predictor.evaluate``:
+  the labels are matched by name, negative/positive in both);
+- ``sentiment_zh``: the Chinese training split itself, the upper bound for the zero-shot number.
+
+Text-blind baselines on the Chinese dev split: the majority class of the English and of the
+Chinese training split. Each pretrained model's MLM accuracy is also measured on the English and
+the Chinese validation documents apart (batched and masked as its own evaluation is), which shows
+what it learnt of each language. A finished run is read back, not run again. Writes
+``WORKDIR/transfer.md`` (the tables), ``transfer.json`` and ``transfer.png`` (grouped bars).
+"""
+
+import json
+import os
+import pathlib
+import sys
+
+import jax
+import numpy as np
+from absl import app
+from absl import flags
+from absl import logging
+from matplotlib import figure
+
+from jaxssl import finetune
+from jaxssl import finetune_tasks
+from jaxssl import metrics as metrics_lib
+from jaxssl import predict
+from jaxssl import steps
+from jaxssl import suite
+from jaxssl import train
+from jaxssl.data import corpora
+from jaxssl.data import pretraining
+
+ZH_DATASET = "jaxssl_sentiment_zh"
+DEV_SPLIT = "validation"
+# The fine-tuning budget of every run, a few minutes of a mini BERT on 2 CPU cores (as in
+# jaxssl.suite): 200 steps of 16 sentences of at most 64 tokens, under half a pass over either
+# training split (7,339 English, 13,891 Chinese sentences); whole dev splits (917 and 1,736).
+# The same learning rate for pretrained and scratch encoders.
+BUDGET = dict(
+    train_split="train",
+    eval_split=DEV_SPLIT,
+    num_train_steps=200,
+    batch_size=16,
+    max_seq_length=64,
+    learning_rate=2e-4,
+    warmup_steps=20,
+    log_every=20)
+METRICS = ("accuracy", "f1", "matthews_corrcoef")
+# The corpora whose validation documents the pretrained models' MLM accuracy is measured on.
+LANGUAGES = {"en": "jaxssl_corpus/en", "zh": "jaxssl_corpus/zh"}
+# (fine-tuning run, evaluated on): the three bars of each model.
+SETTINGS = (("sentiment_en", "en"), ("sentiment_en", "zh"), ("sentiment_zh", "zh"))
+
+
+def define_flags():
+  """The command line's flags (defined only when run as a program)."""
+  flags.DEFINE_list("pretrained", None, "jaxssl BERT pretraining workdirs, compared side by side.")
+  flags.DEFINE_string("workdir", None, "Directory for the fine-tuning runs, tables and plot.")
+  flags.DEFINE_string("en_dataset", "jaxssl_sentiment/movie_reviews",
+                      "English sentiment dataset to fine-tune on (a jaxssl_sentiment domain).")
+  flags.DEFINE_float("learning_rate", BUDGET["learning_rate"], "Peak learning rate of every run.")
+  flags.DEFINE_integer("num_train_steps", BUDGET["num_train_steps"], "Steps of every run.")
+  flags.DEFINE_string("data_dir", None, "TFDS data dir (None: TFDS's default).")
+  flags.mark_flags_as_required(["pretrained", "workdir"])
+
+
+def check_pretrained(paths):
+  """{run name: path} of BERT pretraining workdirs with a checkpoint; anything else is an error."""
+  names = {}
+  for path in paths:
+    config = train.load_run_config(path)
+    if config.get("objective") != "bert":
+      raise ValueError(f"workdir {path} holds a {config.get('objective')!r} run, not BERT "
+                       "pretraining; pass workdirs of configs/bert_pretrain.py runs.")
+    checkpoints = os.path.join(path, "checkpoints")
+    if not os.path.isdir(checkpoints) or not any(name.isdigit()
+                                                 for name in os.listdir(checkpoints)):
+      raise ValueError(f"workdir {path} has no checkpoint yet; let its pretraining save one.")
+    name = suite.run_name(path)
+    if name in names or name == "scratch":
+      raise ValueError(f"workdir {path} has the name {name!r} of another model here; give the "
+                       "workdirs distinct last path components (not 'scratch').")
+    names[name] = path
+  return names
+
+
+def finetuned(run_dir, task, init_from, en_dataset, data_dir, budget):
+  """The final dev metrics of fine-tuning ``init_from`` on ``task``, run now if not finished."""
+  metrics = suite.finished_metrics(run_dir)
+  if metrics is None:
+    if os.path.exists(run_dir):
+      raise ValueError(f"{run_dir} holds an unfinished run; delete it to run it again.")
+    dataset = en_dataset if task == "sentiment" else ""
+    config = suite.task_config(
+        task,
+        init_from,
+        **budget,
+        dataset=dataset,
+        data_dir=data_dir,
+        eval_every=budget["num_train_steps"])  # one evaluation, at the end
+    metrics = finetune.run(config, run_dir)
+  return metrics
+
+
+def majority_on(dataset, split, eval_split, data_dir):
+  """Dev metrics on ``eval_split`` of ``ZH_DATASET`` of always predicting the most frequent
+  label (by name) of ``dataset``'s ``split``."""
+  labels = np.array(
+      [example["label"] for example in corpora.load_examples(dataset, split, data_dir)])
+  majority = corpora.label_names(dataset, data_dir)[np.bincount(labels).argmax()]
+  dev = np.array([e["label"] for e in corpora.load_examples(ZH_DATASET, eval_split, data_dir)])
+  predictions = np.full_like(dev, corpora.label_names(ZH_DATASET, data_dir).index(majority))
+  scores = {name: float(finetune_tasks.METRICS[name](dev, predictions)) for name in METRICS}
+  return {**scores, "examples": len(dev), "label": majority}
+
+
+def run_transfer(workdir, pretrained, en_dataset, data_dir=None, budget=None, languages=None):
+  """{"models": {name: {setting: metrics}}, "baselines": ..., "pretraining": ...}.
+
+  ``budget``: fields of ``BUDGET`` to change; ``languages``: {language: corpus} whose validation
+  documents the pretrained models' MLM accuracy is measured on (``LANGUAGES`` by default).
+  """
+  budget = {**BUDGET, **(budget or {})}
+  names = check_pretrained(pretrained)
+  inits = {**names, "scratch": f"scratch:{pretrained[0]}"}
+  models = {}
+  for name, init_from in inits.items():
+    en_dir = os.path.join(workdir, name, "sentiment_en")
+    zh_dir = os.path.join(workdir, name, "sentiment_zh")
+    en = finetuned(en_dir, "sentiment", init_from, en_dataset, data_dir, budget)
+    zh = finetuned(zh_dir, "sentiment_zh", init_from, en_dataset, data_dir, budget)
+    zero_shot = predict.Predictor(en_dir).evaluate(ZH_DATASET, budget["eval_split"], data_dir)
+    models[name] = {
+        "sentiment_en/en": {
+            metric: en[metric] for metric in METRICS
+        },
+        "sentiment_en/zh": zero_shot,
+        "sentiment_zh/zh": {
+            metric: zh[metric] for metric in METRICS
+        },
+    }
+  baselines = {
+      "majority class of the English training split":
+          majority_on(en_dataset, budget["train_split"], budget["eval_split"], data_dir),
+      "majority class of the Chinese training split":
+          majority_on(ZH_DATASET, budget["train_split"], budget["eval_split"], data_dir),
+  }
+  languages = languages or LANGUAGES
+  return {
+      "models": models,
+      "baselines": baselines,
+      "pretraining": {
+          name: pretraining_summary(path, languages, data_dir) for name, path in names.items()
+      },
+      "en_dataset": en_dataset,
+      "eval_split": budget["eval_split"],
+  }
+
+
+def pretraining_summary(path, languages, data_dir):
+  """What a pretraining workdir trained on, its last evaluation, and its MLM accuracy on each
+  language's validation documents."""
+  config = train.load_run_config(path)
+  evaluations = [r for r in metrics_lib.read_metrics(path) if r["split"] == "eval"]
+  last = evaluations[-1] if evaluations else {}
+  return {
+      "dataset": config.dataset,
+      "train_split": config.train_split,
+      "steps": last.get("step"),
+      "mlm_accuracy": last.get("mlm_accuracy"),
+      "unigram_mlm_accuracy": last.get("unigram_mlm_accuracy"),
+      "nsp_accuracy": last.get("nsp_accuracy"),
+      "mlm_accuracy_by_language": mlm_accuracies(path, languages, data_dir),
+  }
+
+
+def mlm_accuracies(path, languages, data_dir):
+  """{language: MLM accuracy} of the BERT pretrained in ``path`` on the validation documents of
+  each corpus in ``languages``, paired, masked and batched as its own evaluation is."""
+  config, family, tokenizer, graphdef, params = train.load_trained(path)
+  _, eval_step = family.steps(graphdef, steps.make_optimizer(config)[0], tokenizer)
+  eval_step = jax.jit(eval_step)
+  rng = jax.random.key(config.seed + 1)  # train.run's evaluation key
+  accuracies = {}
+  for language, dataset in languages.items():
+    documents = pretraining.tokenize_documents(
+        tokenizer, corpora.load_texts(dataset, config.eval_split, data_dir, config.text_key))
+    _, batches = family.batches(tokenizer, documents, documents,
+                                dict(process_index=0, process_count=1))
+    sums = [
+        eval_step(params, batch, jax.random.fold_in(rng, index))
+        for index, batch in enumerate(batches)
+    ]
+    accuracies[language] = steps.summarize(jax.tree.map(lambda *parts: sum(parts),
+                                                        *sums))["mlm_accuracy"]
+  return accuracies
+
+
+def tables(results):
+  """The Markdown tables: transfer results, then the pretraining runs."""
+  en_name, split = results["en_dataset"], results["eval_split"]
+  evaluated_on = {"en": f"{en_name} {split}", "zh": f"{ZH_DATASET} {split}"}
+  trained_on = {"sentiment_en": f"{en_name} (English)", "sentiment_zh": f"{ZH_DATASET} (Chinese)"}
+  lines = [
+      "| model | fine-tuned on | evaluated on | accuracy | F1 | Matthews |",
+      "|---|---|---|---|---|---|",
+  ]
+  for name, settings in results["models"].items():
+    for run, language in SETTINGS:
+      scores = settings[f"{run}/{language}"]
+      note = " (zero-shot)" if (run, language) == ("sentiment_en", "zh") else ""
+      lines.append(f"| {name} | {trained_on[run]} | {evaluated_on[language]}{note} | " +
+                   " | ".join(f"{scores[metric]:.4f}" for metric in METRICS) + " |")
+  for name, scores in results["baselines"].items():
+    lines.append(f"| {name} (always {scores['label']}) | — | {evaluated_on['zh']} | " +
+                 " | ".join(f"{scores[metric]:.4f}" for metric in METRICS) + " |")
+  runs = results["pretraining"]
+  languages = list(next(iter(runs.values()))["mlm_accuracy_by_language"])
+  lines += [
+      "",
+      "| pretrained model | dataset | train split | steps | eval MLM accuracy | unigram baseline "
+      "| eval NSP accuracy | " +
+      " | ".join(f"MLM accuracy, {language} only" for language in languages) + " |",
+      "|---|---|---|---|" + "---|" * (3 + len(languages)),
+  ]
+  for name, run in runs.items():
+    scores = [run[key] for key in ("mlm_accuracy", "unigram_mlm_accuracy", "nsp_accuracy")]
+    scores += [run["mlm_accuracy_by_language"][language] for language in languages]
+    lines.append(f"| {name} | {run['dataset']} | {run['train_split']} | {run['steps']} | " +
+                 " | ".join(map(_percent, scores)) + " |")
+  return "\n".join(lines)
+
+
+def _percent(value):
+  return "—" if value is None else f"{100 * value:.2f}%"
+
+
+def plot(results, path):
+  """Accuracy as grouped bars: a group per model, a bar per (fine-tuned on, evaluated on); the
+  text-blind baselines on the Chinese dev split as horizontal lines."""
+  models = list(results["models"])
+  labels = {
+      ("sentiment_en", "en"): "fine-tuned en, eval en",
+      ("sentiment_en", "zh"): "fine-tuned en, eval zh (zero-shot)",
+      ("sentiment_zh", "zh"): "fine-tuned zh, eval zh",
+  }
+  fig = figure.Figure(figsize=(7.5, 4.2), layout="constrained")
+  axis = fig.subplots()
+  width = 0.8 / len(SETTINGS)
+  positions = np.arange(len(models))  # (M,)
+  for index, (run, language) in enumerate(SETTINGS):
+    accuracies = [results["models"][name][f"{run}/{language}"]["accuracy"] for name in models]
+    bars = axis.bar(positions + (index - 1) * width, accuracies, width, label=labels[run, language])
+    axis.bar_label(bars, fmt="%.3f", fontsize=7)
+  for (name, scores), style in zip(results["baselines"].items(), (":", "--")):
+    axis.axhline(
+        scores["accuracy"],
+        color="gray",
+        linestyle=style,
+        label=f"{name} on zh ({scores['accuracy']:.3f})")
+  axis.set_xticks(positions, models)
+  axis.set_ylabel("dev accuracy")
+  axis.set_ylim(0.0, 1.0)
+  axis.set_title("Sentiment: English fine-tuning evaluated on Chinese")
+  axis.legend(fontsize=7, loc="upper right")
+  fig.savefig(path, dpi=110)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  workdir = flags.FLAGS.workdir
+  try:
+    budget = dict(
+        learning_rate=flags.FLAGS.learning_rate, num_train_steps=flags.FLAGS.num_train_steps)
+    results = run_transfer(workdir, flags.FLAGS.pretrained, flags.FLAGS.en_dataset,
+                           flags.FLAGS.data_dir, budget)
+  except (ValueError, FileNotFoundError) as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+  markdown = tables(results)
+  pathlib.Path(workdir, "transfer.md").write_text(markdown + "\n", encoding="utf-8")
+  pathlib.Path(workdir, "transfer.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+  plot(results, os.path.join(workdir, "transfer.png"))
+  print(markdown)
+  print(f"Tables: {workdir}/transfer.md; plot: {workdir}/transfer.png")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
