@@ -1,19 +1,32 @@
 """Shared fixtures: a prepared TFDS dir, a small tokenizer and tiny BERT run configs."""
 
+import atexit
 import importlib.util
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMALL_CORPUS = "jaxssl_corpus/moby_dick"  # 138 chapters, 1.2 MB: quick to tokenize.
-# XLA_FLAGS for subprocess runs whose numbers are compared: XLA:CPU compiles in about half the
-# time without LLVM's optimisations (compiling is most of a tiny run), and XLA partitions the
-# program over devices before LLVM sees it. Compared runs must all use it.
+# Tests check numbers, not speed: XLA:CPU compiles in about half the time without LLVM's
+# optimisations, and compiling is most of a tiny run. Set for this process before JAX starts
+# (subprocesses inherit it); a test that sets XLA_FLAGS itself must include it, since runs whose
+# numbers are compared must compile alike.
 FAST_COMPILE = "--xla_backend_optimization_level=0"
+if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+# Many tests compile the same tiny programs, in-process and in subprocesses: one persistent
+# compilation cache for the session (made by pytest's first process, inherited by the xdist
+# workers and every subprocess, removed when that process exits).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxssl-tests-xla-cache-")
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 def load_config(name, arg=None):
@@ -57,6 +70,27 @@ def tiny_encoder(tfds_dir, tokenizer_path, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("tiny_bert"))
   train.run(config, workdir)
   return workdir
+
+
+@pytest.fixture(scope="session")
+def random_minilm_encoder():
+  """(random 2-layer BertEncoder, MiniLM's WordPiece tokenizer): a real vocabulary on a model
+  that runs in milliseconds."""
+  from flax import nnx
+  from jaxssl import pretrained
+  from jaxssl.data import pretrained_tokenizers
+  from jaxssl.models import bert
+  tokenizer = pretrained_tokenizers.WordPieceTokenizer.load(pretrained.resolve("minilm"))
+  cfg = bert.BertConfig(
+      vocab_size=tokenizer.vocab_size,
+      hidden_size=32,
+      num_layers=2,
+      num_heads=2,
+      mlp_dim=64,
+      max_position=64,
+      dropout_rate=0.0,
+      attention_dropout_rate=0.0)
+  return bert.BertEncoder(cfg, nnx.Rngs(0)), tokenizer
 
 
 @pytest.fixture

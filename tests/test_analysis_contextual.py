@@ -8,31 +8,17 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from conftest import ROOT
-from jaxssl import pretrained
 from jaxssl.analysis import contextual
-from jaxssl.data import pretrained_tokenizers
-from jaxssl.models import bert
 
 SPLIT_WORD_SENTENCE = "The harpooneers stood by the boats."
 
 
 @pytest.fixture(scope="module")
-def encoder():
-  """A random 2-layer encoder with MiniLM's WordPiece tokenizer (which splits "harpooneers")."""
-  tokenizer = pretrained_tokenizers.WordPieceTokenizer.load(pretrained.resolve("minilm"))
-  cfg = bert.BertConfig(
-      vocab_size=tokenizer.vocab_size,
-      hidden_size=32,
-      num_layers=2,
-      num_heads=2,
-      mlp_dim=64,
-      max_position=64,
-      dropout_rate=0.0,
-      attention_dropout_rate=0.0)
-  return bert.BertEncoder(cfg, nnx.Rngs(0)), tokenizer
+def encoder(random_minilm_encoder):
+  """conftest's random 2-layer encoder with MiniLM's WordPiece tokenizer (which splits "harpooneers")."""
+  return random_minilm_encoder
 
 
 def hand_states(model, tokenizer, sentence):

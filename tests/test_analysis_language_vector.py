@@ -10,14 +10,10 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from conftest import ROOT
-from jaxssl import pretrained
 from jaxssl.analysis import language_vector
 from jaxssl.convert import hf_bert
-from jaxssl.data import pretrained_tokenizers
-from jaxssl.models import bert
 
 
 def test_the_language_vector_is_the_difference_of_the_means():
@@ -64,19 +60,9 @@ def test_mean_pooling_leaves_padding_out():
 
 
 @pytest.fixture(scope="module")
-def encoder():
-  """A random 2-layer encoder with MiniLM's WordPiece tokenizer."""
-  tokenizer = pretrained_tokenizers.WordPieceTokenizer.load(pretrained.resolve("minilm"))
-  cfg = bert.BertConfig(
-      vocab_size=tokenizer.vocab_size,
-      hidden_size=32,
-      num_layers=2,
-      num_heads=2,
-      mlp_dim=64,
-      max_position=64,
-      dropout_rate=0.0,
-      attention_dropout_rate=0.0)
-  return bert.BertEncoder(cfg, nnx.Rngs(0)), tokenizer
+def encoder(random_minilm_encoder):
+  """conftest's random 2-layer encoder with MiniLM's WordPiece tokenizer."""
+  return random_minilm_encoder
 
 
 def test_sentence_embedding_is_the_unpadded_mean_at_the_layer(encoder):

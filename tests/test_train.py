@@ -83,7 +83,7 @@ def test_eight_device_data_fsdp_mesh_matches_one_device(tiny_config, tmp_path):
   eight = run_main(
       tiny_config,
       tmp_path / "eight",
-      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+      env={"XLA_FLAGS": f"{FAST_COMPILE} --xla_force_host_platform_device_count=8"})
   for process in (one, eight):
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr[-3000:]
