@@ -1,13 +1,10 @@
 """Shared fixtures: a prepared TFDS dir, a small tokenizer and tiny BERT run configs."""
 
-import atexit
 import importlib.util
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
@@ -20,13 +17,6 @@ SMALL_CORPUS = "jaxssl_corpus/moby_dick"  # 138 chapters, 1.2 MB: quick to token
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
-# Many tests compile the same tiny programs, in-process and in subprocesses: one persistent
-# compilation cache for the session (made by pytest's first process, inherited by the xdist
-# workers and every subprocess, removed when that process exits).
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxssl-tests-xla-cache-")
-  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 def load_config(name, arg=None):
