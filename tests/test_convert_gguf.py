@@ -18,9 +18,6 @@ from jaxssl import generation
 from jaxssl.convert import gguf_llama
 from jaxssl.models import gpt
 
-# One worker runs this module: its module fixtures are too costly to build on both.
-pytestmark = pytest.mark.xdist_group("smollm2_gguf")
-
 gguf = pytest.importorskip("gguf")
 
 SENTENCES = [

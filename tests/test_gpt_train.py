@@ -11,9 +11,6 @@ from jaxssl import generate
 from jaxssl import metrics
 from jaxssl import train
 
-# One worker runs this module: its module fixtures are too costly to build on both.
-pytestmark = pytest.mark.xdist_group("trained_gpt")
-
 
 @pytest.fixture(scope="module")
 def trained_gpt(tfds_dir, tokenizer_path, tmp_path_factory):

@@ -22,9 +22,6 @@ from jaxssl.data import corpora
 from jaxssl.data.tokenizer import train_tokenizer
 from jaxssl.models import gpt
 
-# One worker runs this module: its module fixtures are too costly to build on both.
-pytestmark = pytest.mark.xdist_group("prompting")
-
 TASKS_DIR = pathlib.Path(corpora.__file__).parent / "tasks"
 # Sentences with |rating| >= 1 (labelled) and < 1 (left out) in each VADER file.
 DOMAINS = {"movie_reviews": (9173, 1432), "tweets": (2667, 1533), "nyt_editorials": (1554, 3636)}

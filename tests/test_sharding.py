@@ -27,9 +27,6 @@ from jaxssl import sharding_report
 from jaxssl import train
 from test_train import final_params
 
-# One worker runs this module: its module fixtures are too costly to build on both.
-pytestmark = pytest.mark.xdist_group("sharding")
-
 ONE_DEVICE = dict(data=1, fsdp=1, tensor=1)
 # The tensor-parallel runs: heads, MLP and vocabulary split 4 ways, batch rows 2 ways.
 TENSOR_PARALLEL = {
