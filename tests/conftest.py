@@ -11,12 +11,17 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMALL_CORPUS = "jaxssl_corpus/moby_dick"  # 138 chapters, 1.2 MB: quick to tokenize.
 # Tests check numbers, not speed: XLA:CPU compiles in about half the time without LLVM's
-# optimisations, and compiling is most of a tiny run. Set for this process before JAX starts
-# (subprocesses inherit it); a test that sets XLA_FLAGS itself must include it, since runs whose
-# numbers are compared must compile alike.
+# optimisations, and compiling is most of a tiny run. Set for this process before JAX starts;
+# subprocesses inherit it, and one that needs more flags extends it (fake_devices), since runs
+# whose numbers are compared must compile alike.
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+
+
+def fake_devices(count):
+  """XLA_FLAGS for a subprocess that sees ``count`` CPU devices, compiled as every test compiles."""
+  return f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count={count}"
 
 
 def load_config(name, arg=None):

@@ -15,12 +15,6 @@ from jaxssl.analysis import contextual
 SPLIT_WORD_SENTENCE = "The harpooneers stood by the boats."
 
 
-@pytest.fixture(scope="module")
-def encoder(random_minilm_encoder):
-  """conftest's random 2-layer encoder with MiniLM's WordPiece tokenizer (which splits "harpooneers")."""
-  return random_minilm_encoder
-
-
 def hand_states(model, tokenizer, sentence):
   """(ids, offsets, every layer's (T, D) hidden states) of one unpadded forward pass."""
   ids, offsets = tokenizer.encode_with_offsets(sentence)
@@ -29,8 +23,8 @@ def hand_states(model, tokenizer, sentence):
   return ids, offsets, [np.asarray(h[0]) for h in intermediates["hidden_states"]]
 
 
-def test_identical_contexts_give_similarity_one(encoder):
-  model, tokenizer = encoder
+def test_identical_contexts_give_similarity_one(random_minilm_encoder):
+  model, tokenizer = random_minilm_encoder
   sentences = ["The whale swam away.", "The whale swam away.", "A white whale was seen at sea."]
   matrix = contextual.similarity_matrix(
       contextual.word_vectors(model, tokenizer, sentences, "whale"))
@@ -40,8 +34,9 @@ def test_identical_contexts_give_similarity_one(encoder):
   np.testing.assert_allclose(matrix, matrix.T, atol=1e-12)
 
 
-def test_a_split_word_or_a_character_inside_a_piece_is_the_mean_of_its_pieces(encoder):
-  model, tokenizer = encoder
+def test_a_split_word_or_a_character_inside_a_piece_is_the_mean_of_its_pieces(
+    random_minilm_encoder):
+  model, tokenizer = random_minilm_encoder
   ids, offsets, states = hand_states(model, tokenizer, SPLIT_WORD_SENTENCE)
   pieces = [tokenizer.id_to_piece(ids[i]) for i in range(1, 4)]
   assert pieces == ["harp", "##oon", "##eers"] and offsets[1:4] == [(4, 8), (8, 11), (11, 15)]
@@ -153,13 +148,14 @@ def test_command_error_is_one_line_and_writes_nothing(tmp_path):
   assert not output.exists()
 
 
-def test_a_sentence_without_the_word_or_a_bad_layer_is_refused_before_writing(encoder, tmp_path):
+def test_a_sentence_without_the_word_or_a_bad_layer_is_refused_before_writing(
+    random_minilm_encoder, tmp_path):
   with pytest.raises(ValueError) as error:
     contextual.load_sentences(path=whale_file(tmp_path, "land\tThe sea was calm.\n"), word="whale")
   assert str(
       error.value) == "sentence 'The sea was calm.' does not contain 'whale'; fix or remove it."
   output = tmp_path / "out"
-  model, tokenizer = encoder
+  model, tokenizer = random_minilm_encoder
   with pytest.raises(ValueError) as error:
     contextual.analyse(model, tokenizer, "tiny", contextual.load_sentences(example="bank"), 3,
                        str(output))

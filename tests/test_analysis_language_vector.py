@@ -59,14 +59,8 @@ def test_mean_pooling_leaves_padding_out():
       language_vector.mean_pool(hidden, mask), [(hidden[0, 0] + hidden[0, 1]) / 2, hidden[1, 0]])
 
 
-@pytest.fixture(scope="module")
-def encoder(random_minilm_encoder):
-  """conftest's random 2-layer encoder with MiniLM's WordPiece tokenizer."""
-  return random_minilm_encoder
-
-
-def test_sentence_embedding_is_the_unpadded_mean_at_the_layer(encoder):
-  model, tokenizer = encoder
+def test_sentence_embedding_is_the_unpadded_mean_at_the_layer(random_minilm_encoder):
+  model, tokenizer = random_minilm_encoder
   short = "Click OK."
   ids = [tokenizer.cls_id, *tokenizer.encode(short), tokenizer.sep_id]
   input_ids = jnp.asarray([ids])
@@ -96,7 +90,7 @@ def test_the_shipped_pairs_are_distinct_on_both_sides():
   assert language_vector.load_pairs(limit=3) == (en[:3], zh[:3])
 
 
-def test_bad_pair_counts_and_layers_are_refused_before_writing(encoder, tmp_path):
+def test_bad_pair_counts_and_layers_are_refused_before_writing(random_minilm_encoder, tmp_path):
   with pytest.raises(ValueError) as error:
     language_vector.load_pairs(limit=1)
   assert str(error.value) == ("pairs=1 is out of range: a fit and a test half need at least 2 "
@@ -114,7 +108,7 @@ def test_bad_pair_counts_and_layers_are_refused_before_writing(encoder, tmp_path
     language_vector.load_pairs(str(broken))
   assert str(error.value) == f'{broken} pair 2 lacks a non-empty "en" or "zh" text.'
   output = tmp_path / "out"
-  model, tokenizer = encoder
+  model, tokenizer = random_minilm_encoder
   with pytest.raises(ValueError) as error:
     language_vector.analyse(model, tokenizer, "tiny", ["a b"] * 2, ["甲乙"] * 2, 3, 8, str(output))
   assert str(error.value) == ("layer=3 is out of range: this encoder has layers 0 (embeddings) to "
@@ -131,15 +125,15 @@ def run_command(*args):
 
 
 @pytest.fixture(scope="module")
-def exported(encoder, tmp_path_factory):
+def exported(random_minilm_encoder, tmp_path_factory):
   """The random encoder as a Hugging Face BERT directory, with MiniLM's tokenizer."""
-  model, tokenizer = encoder
+  model, tokenizer = random_minilm_encoder
   directory = str(tmp_path_factory.mktemp("export") / "tiny_bert")
   hf_bert.save_hf_bert(model, directory, extra_files=[tokenizer.model_path])
   return directory
 
 
-def test_command_writes_the_table_json_and_picture(encoder, exported, tmp_path):
+def test_command_writes_the_table_json_and_picture(random_minilm_encoder, exported, tmp_path):
   output = tmp_path / "out"
   result = run_command(f"--init_from={exported}", "--layer=1", "--pairs=30", "--batch_size=8",
                        f"--output={output}")
@@ -148,7 +142,7 @@ def test_command_writes_the_table_json_and_picture(encoder, exported, tmp_path):
   results = json.loads((output / "language_vector.json").read_text(encoding="utf-8"))
   assert (results["layer"], results["fit_pairs"], results["test_pairs"]) == (1, 15, 15)
   # The numbers are those of the functions on the encoder's embeddings.
-  model, tokenizer = encoder
+  model, tokenizer = random_minilm_encoder
   en, zh = language_vector.load_pairs(limit=30)
   vectors, _ = language_vector.sentence_embeddings(model, tokenizer, en + zh, 1, 8)
   expected, _ = language_vector.evaluate(vectors[:30], vectors[30:],

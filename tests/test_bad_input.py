@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import FAST_COMPILE, ROOT, SMALL_CORPUS, run_main
+from conftest import ROOT, SMALL_CORPUS, fake_devices, run_main
 from jaxssl import train
 
 
@@ -66,7 +66,7 @@ def test_batch_not_divisible_by_data_parallel_devices(tiny_config, tmp_path):
       tiny_config,
       tmp_path / "run",
       "batch_size=12 is not divisible by the 8 data-parallel",
-      env={"XLA_FLAGS": f"{FAST_COMPILE} --xla_force_host_platform_device_count=8"})
+      env={"XLA_FLAGS": fake_devices(8)})
   assert not (tmp_path / "run").exists()
 
 

@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from conftest import FAST_COMPILE
+from conftest import fake_devices
 from conftest import ROOT
 from conftest import small_bert_config
 from conftest import small_gpt_config
@@ -83,7 +83,7 @@ def runs(tfds_dir, tokenizer_path, tmp_path_factory):
   configs_file = tmp_path_factory.mktemp("configs") / "configs.json"
   configs_file.write_text(json.dumps({name: c.to_dict() for name, c in configs.items()}))
   # Both sides at once, a core each.
-  sides = {"one": FAST_COMPILE, "eight": f"{FAST_COMPILE} --xla_force_host_platform_device_count=8"}
+  sides = {"one": fake_devices(1), "eight": fake_devices(8)}
   dirs, processes = {}, {}
   for side, xla_flags in sides.items():
     dirs[side] = tmp_path_factory.mktemp(f"{side}_device")

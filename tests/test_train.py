@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import FAST_COMPILE
+from conftest import fake_devices
 from conftest import run_main
 from jaxssl import metrics
 from jaxssl import train
@@ -80,10 +80,7 @@ def test_eight_device_data_fsdp_mesh_matches_one_device(tiny_config, tmp_path):
   tiny_config.num_train_steps = 20
   one = run_main(tiny_config, tmp_path / "one")
   tiny_config.mesh.data, tiny_config.mesh.fsdp = 2, 4
-  eight = run_main(
-      tiny_config,
-      tmp_path / "eight",
-      env={"XLA_FLAGS": f"{FAST_COMPILE} --xla_force_host_platform_device_count=8"})
+  eight = run_main(tiny_config, tmp_path / "eight", env={"XLA_FLAGS": fake_devices(8)})
   for process in (one, eight):
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr[-3000:]
@@ -186,10 +183,7 @@ def test_two_processes_train_in_lock_step_with_one(tiny_config, tmp_path):
         run_main(
             tiny_config,
             tmp_path / "two",
-            env={
-                "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
-                "XLA_FLAGS": FAST_COMPILE
-            },
+            env={"JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"},
             extra=[
                 f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
                 f"--process_id={index}"
@@ -211,12 +205,8 @@ def test_two_processes_train_in_lock_step_with_one(tiny_config, tmp_path):
     for name, value in params_one.items():
       np.testing.assert_allclose(params_two[name], value, atol=2e-4, err_msg=name)
 
-  wait(start_two_processes() + [
-      run_main(
-          tiny_config,
-          tmp_path / "one",
-          env={"XLA_FLAGS": f"{FAST_COMPILE} --xla_force_host_platform_device_count=2"})
-  ])
+  wait(start_two_processes() +
+       [run_main(tiny_config, tmp_path / "one", env={"XLA_FLAGS": fake_devices(2)})])
   assert_two_match_one()
   # As if both processes were stopped after step 5's checkpoint. The restart must restore it:
   # it keeps the records up to step 5 (marked here) and logs the later ones again.
