@@ -225,6 +225,16 @@ def _prepared_source(builder: tfds.core.DatasetBuilder, name: str, split: str):
     raise ValueError(f"split {split!r} of {name} selects no examples; widen the split") from error
 
 
+def _all_records(source) -> list:
+  """Every record of a data source, read in one batched call where the source has one (an
+  array_record read per record costs about as much as decoding it)."""
+  indices = range(len(source))
+  try:
+    return list(source.__getitems__(indices))
+  except (AttributeError, TypeError):  # a plain sequence, or a tfds.testing.mock_data source,
+    return [source[index] for index in indices]  # whose batched read takes no keys
+
+
 def load_texts(name: str, split: str, data_dir: str | None, text_key: str = "text") -> list[str]:
   """Texts of a split's documents, preparing the dataset in ``data_dir`` first if needed.
 
@@ -238,7 +248,7 @@ def load_texts(name: str, split: str, data_dir: str | None, text_key: str = "tex
     raise ValueError(f"text_key={text_key!r} is not a feature of {name}; "
                      f"use one of {sorted(builder.info.features)}")
   source = _prepared_source(builder, name, split)
-  texts = [_as_str(source[index][text_key]) for index in range(len(source))]
+  texts = [_as_str(record[text_key]) for record in _all_records(source)]
   texts = [text for text in texts if text.strip()]
   if not texts:
     raise ValueError(f"split {split!r} of {name} has no non-empty {text_key!r}; "
@@ -255,8 +265,8 @@ def load_examples(name: str, split: str, data_dir: str | None) -> list[dict]:
   """
   source = _prepared_source(_builder(name, data_dir), name, split)
   examples = [{
-      key: _as_python(value) for key, value in source[index].items()
-  } for index in range(len(source))]
+      key: _as_python(value) for key, value in record.items()
+  } for record in _all_records(source)]
   if not examples:
     raise ValueError(f"split {split!r} of {name} has no examples; choose another split")
   return examples
@@ -288,6 +298,8 @@ def _as_python(value):
     return value.item()
   if isinstance(value, dict):
     return {key: _as_python(item) for key, item in value.items()}
+  if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+    return value.tolist()  # numbers in one call (a POS sentence's tags, say)
   if isinstance(value, (list, np.ndarray)):
     return [_as_python(item) for item in value]
   return value
