@@ -190,8 +190,12 @@ def state_structure(family, optimizer, seed):
     params = nnx.state(family.make_model(nnx.Rngs(seed)), nnx.Param)
     return steps.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
 
-  graphdef = nnx.graphdef(nnx.eval_shape(lambda: family.make_model(nnx.Rngs(0))))
-  return graphdef, init_state, jax.eval_shape(init_state)
+  # One abstract trace of the model (a 30-layer one takes seconds to trace), not one per output.
+  model = nnx.eval_shape(lambda: family.make_model(nnx.Rngs(seed)))
+  params = nnx.state(model, nnx.Param)
+  abstract_state = steps.TrainState(
+      jax.ShapeDtypeStruct((), jnp.int32), params, jax.eval_shape(optimizer.init, params))
+  return nnx.graphdef(model), init_state, abstract_state
 
 
 def placed(abstract_state, shardings):

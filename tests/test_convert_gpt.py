@@ -201,7 +201,7 @@ def test_weights_that_do_not_fit_are_named(size, change, message):
   tensors = hf_gpt.hf_tensors(model)
   change(tensors)
   with pytest.raises(ValueError, match=re.escape(message)):
-    hf_gpt.state_from_hf(tensors, model.cfg)
+    hf_gpt.model_from_hf(tensors, model.cfg)
 
 
 MISSING = object()  # a config.json key taken out

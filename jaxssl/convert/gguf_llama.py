@@ -111,10 +111,11 @@ def gguf_name(path: tuple) -> str:
   return _TOP_LEVEL[tuple(path)]
 
 
-def state_from_gguf(tensors: dict[str, np.ndarray], cfg: gpt.GPTConfig, path: str) -> nnx.State:
-  """GPT(cfg)'s parameters from dequantized GGUF tensors (see ``dequantized_tensors``)."""
-  abstract_model = nnx.eval_shape(lambda: gpt.GPT(cfg, nnx.Rngs(0)))
-  state = nnx.state(abstract_model)
+def model_from_gguf(tensors: dict[str, np.ndarray], cfg: gpt.GPTConfig, path: str) -> gpt.GPT:
+  """GPT(cfg) holding dequantized GGUF tensors (see ``dequantized_tensors``): the model is
+  built abstractly (traced once: a 30-layer trace takes seconds) and its variables set."""
+  model = nnx.eval_shape(lambda: gpt.GPT(cfg, nnx.Rngs(0)))
+  state = nnx.state(model)  # the model's own variables
   used = set()
   for param_path, variable in nnx.to_flat_state(state):
     name = gguf_name(param_path)
@@ -138,7 +139,7 @@ def state_from_gguf(tensors: dict[str, np.ndarray], cfg: gpt.GPTConfig, path: st
   if unexpected:
     raise ValueError(f"{path!r}: tensor {unexpected[0]!r} (one of {len(unexpected)} unexpected) "
                      "has no place in the llama model its metadata describes.")
-  return state
+  return model
 
 
 def tokenizer_from_gguf(reader: gguf.GGUFReader,
@@ -169,7 +170,5 @@ def load_gguf_llama(path: str, **overrides):
   """
   reader = gguf.GGUFReader(path)
   cfg = config_from_gguf(reader, path, **overrides)
-  state = state_from_gguf(dequantized_tensors(reader, path), cfg, path)
-  model = nnx.eval_shape(lambda: gpt.GPT(cfg, nnx.Rngs(0)))
-  nnx.update(model, state)
+  model = model_from_gguf(dequantized_tensors(reader, path), cfg, path)
   return model, tokenizer_from_gguf(reader, path)

@@ -88,15 +88,16 @@ def config_from_hf(hf_config: dict, **overrides) -> bert.BertConfig:
   return bert.BertConfig(**{**fields, **overrides})
 
 
-def encoder_state_from_hf(tensors: dict[str, np.ndarray], cfg: bert.BertConfig) -> nnx.State:
-  """BertEncoder(cfg)'s parameters from Hugging Face BertModel tensors (``bert.`` prefix or not).
+def encoder_from_hf(tensors: dict[str, np.ndarray], cfg: bert.BertConfig) -> bert.BertEncoder:
+  """BertEncoder(cfg) holding Hugging Face BertModel tensors (``bert.`` prefix or not), built
+  abstractly (traced once) with its variables set.
 
   Linear weights are transposed from PyTorch's (out, in) to (in, out) and every tensor is cast
   to ``cfg.param_dtype``; nothing else changes.
   """
   tensors = {name.removeprefix("bert."): value for name, value in tensors.items()}
-  abstract_model = nnx.eval_shape(lambda: bert.BertEncoder(cfg, nnx.Rngs(0)))
-  state = nnx.state(abstract_model)
+  model = nnx.eval_shape(lambda: bert.BertEncoder(cfg, nnx.Rngs(0)))
+  state = nnx.state(model)  # the model's own variables
   used = set()
   for path, variable in nnx.to_flat_state(state):
     name = _hf_name(path)
@@ -120,7 +121,7 @@ def encoder_state_from_hf(tensors: dict[str, np.ndarray], cfg: bert.BertConfig) 
         "has no place in the BertEncoder config.json describes; are both from one plain BERT?")
   if ignored:
     logging.info("Not loaded (BertEncoder has no pooler or pretraining heads): %s", ignored)
-  return state
+  return model
 
 
 def load_hf_bert(directory: str, **overrides) -> bert.BertEncoder:
@@ -132,10 +133,7 @@ def load_hf_bert(directory: str, **overrides) -> bert.BertEncoder:
   """
   with open(os.path.join(directory, "config.json")) as config_file:
     cfg = config_from_hf(json.load(config_file), **overrides)
-  state = encoder_state_from_hf(hf_files.read_tensors(directory), cfg)
-  model = nnx.eval_shape(lambda: bert.BertEncoder(cfg, nnx.Rngs(0)))
-  nnx.update(model, state)
-  return model
+  return encoder_from_hf(hf_files.read_tensors(directory), cfg)
 
 
 def hf_config(cfg: bert.BertConfig, architecture: str) -> dict:

@@ -200,8 +200,8 @@ def config_from_hf(hf_config: dict, **overrides) -> gpt.GPTConfig:
   return gpt.GPTConfig(**{"dropout_rate": 0.0, **fields, **overrides})  # Llama: no dropout
 
 
-def state_from_hf(tensors: dict[str, np.ndarray], cfg: gpt.GPTConfig) -> nnx.State:
-  """GPT(cfg)'s parameters from Hugging Face GPT-2 or Llama tensors (which one: ``cfg``'s).
+def model_from_hf(tensors: dict[str, np.ndarray], cfg: gpt.GPTConfig) -> gpt.GPT:
+  """GPT(cfg) holding Hugging Face GPT-2 or Llama tensors (which one: ``cfg``'s).
 
   Names may lack the base model's prefix (GPT2Model's checkpoints have no ``transformer.``).
   nn.Linear weights are transposed from PyTorch's (out, in) to (in, out), GPT-2's fused
@@ -210,8 +210,8 @@ def state_from_hf(tensors: dict[str, np.ndarray], cfg: gpt.GPTConfig) -> nnx.Sta
   """
   arch = _architecture(cfg)
   tensors = _prefixed(tensors, arch)
-  state = nnx.state(nnx.eval_shape(lambda: gpt.GPT(cfg, nnx.Rngs(0))))
-  variables = dict(nnx.to_flat_state(state))
+  model = nnx.eval_shape(lambda: gpt.GPT(cfg, nnx.Rngs(0)))  # traced once, then filled
+  variables = dict(nnx.to_flat_state(nnx.state(model)))  # the model's own variables
   used = set()
   for name, paths in _tensor_table(arch, variables).items():
     if name not in tensors:
@@ -243,7 +243,7 @@ def state_from_hf(tensors: dict[str, np.ndarray], cfg: gpt.GPTConfig) -> nnx.Sta
                      f"{arch.model_type} model?")
   if ignored:
     logging.info("Not loaded (constant buffers): %s", ignored)
-  return state
+  return model
 
 
 def load_hf_gpt(directory: str, **overrides) -> gpt.GPT:
@@ -255,10 +255,7 @@ def load_hf_gpt(directory: str, **overrides) -> gpt.GPT:
   """
   with open(os.path.join(directory, "config.json")) as config_file:
     cfg = config_from_hf(json.load(config_file), **overrides)
-  state = state_from_hf(hf_files.read_tensors(directory), cfg)
-  model = nnx.eval_shape(lambda: gpt.GPT(cfg, nnx.Rngs(0)))
-  nnx.update(model, state)
-  return model
+  return model_from_hf(hf_files.read_tensors(directory), cfg)
 
 
 def hf_config(cfg: gpt.GPTConfig) -> dict:
