@@ -76,7 +76,7 @@ class Shapes:
   deep_layers: int  # depth of the scan-layers comparison
 
 
-TINY = Shapes("tiny", 512, 8, 32, 5, 6)
+TINY = Shapes("tiny", 512, 8, 32, 5, 3)
 FULL = Shapes("mini", 8000, 32, 128, 20, 12)
 
 

@@ -81,7 +81,7 @@ def test_speed_features_script_at_tiny_size():
     assert features.count((family, "remat")) == 3
     for feature in ("baseline", "compute dtype", "grad accum", "scan layers"):
       assert features.count((family, feature)) == 1
-    deep = [feature for model, feature in features if model == f"{family} 6 layers"]
+    deep = [feature for model, feature in features if model == f"{family} 3 layers"]
     assert deep == ["baseline", "scan layers", "remat", "scan layers"]
   assert ("bert", "MLM logits") in features and ("attention op", "attention") in features
   useful = {}
