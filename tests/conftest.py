@@ -1,11 +1,13 @@
 """Shared fixtures: a prepared TFDS dir, a small tokenizer and tiny BERT run configs."""
 
 import importlib.util
+import json
 import os
 import pathlib
 import subprocess
 import sys
 
+import filelock
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -31,6 +33,21 @@ def load_config(name, arg=None):
   return module.get_config(arg)
 
 
+def shared_across_workers(tmp_path_factory, worker_id, name, build):
+  """``build(directory)``'s JSON result, built once per test session: by the first pytest-xdist
+  worker that asks (the others wait, then read it) rather than by each worker."""
+  if worker_id == "master":  # not distributed
+    return build(tmp_path_factory.mktemp(name))
+  root = tmp_path_factory.getbasetemp().parent  # the session's directory, shared by the workers
+  result = root / f"{name}.json"
+  with filelock.FileLock(str(root / f"{name}.lock")):
+    if not result.is_file():
+      directory = root / name
+      directory.mkdir(exist_ok=True)
+      result.write_text(json.dumps(build(directory)))
+  return json.loads(result.read_text())
+
+
 @pytest.fixture(scope="session")
 def tfds_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("tfds"))
@@ -46,25 +63,28 @@ def tokenizer_path(tfds_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_encoder(tfds_dir, tokenizer_path, tmp_path_factory):
-  """A 2-step jaxssl BERT pretraining workdir: an encoder that fine-tunes in seconds."""
-  config = load_config("bert_pretrain", "size=tiny")
-  config.update(
-      dataset=SMALL_CORPUS,
-      data_dir=tfds_dir,
-      tokenizer=tokenizer_path,
-      vocab_size=1000,
-      max_seq_length=64,
-      max_predictions_per_seq=10,
-      batch_size=8,
-      num_train_steps=2,
-      warmup_steps=1,
-      checkpoint_every=2,
-      eval_batches=1)
-  from jaxssl import train
-  workdir = str(tmp_path_factory.mktemp("tiny_bert"))
-  train.run(config, workdir)
-  return workdir
+def tiny_encoder(tfds_dir, tokenizer_path, tmp_path_factory, worker_id):
+  """A 2-step jaxssl BERT pretraining workdir (read-only): an encoder that fine-tunes in seconds."""
+
+  def pretrain(workdir):
+    config = load_config("bert_pretrain", "size=tiny")
+    config.update(
+        dataset=SMALL_CORPUS,
+        data_dir=tfds_dir,
+        tokenizer=tokenizer_path,
+        vocab_size=1000,
+        max_seq_length=64,
+        max_predictions_per_seq=10,
+        batch_size=8,
+        num_train_steps=2,
+        warmup_steps=1,
+        checkpoint_every=2,
+        eval_batches=1)
+    from jaxssl import train
+    train.run(config, str(workdir))
+    return str(workdir)
+
+  return shared_across_workers(tmp_path_factory, worker_id, "tiny_bert", pretrain)
 
 
 @pytest.fixture(scope="session")

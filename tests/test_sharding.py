@@ -8,6 +8,7 @@ Two subprocesses (``main`` below) run at once: the one-device references, and al
 import json
 import math
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -20,6 +21,7 @@ from flax import nnx
 
 from conftest import fake_devices
 from conftest import ROOT
+from conftest import shared_across_workers
 from conftest import small_bert_config
 from conftest import small_gpt_config
 from jaxssl import metrics
@@ -77,35 +79,42 @@ def main(side, configs_file, out_dir):
 
 
 @pytest.fixture(scope="module")
-def runs(tfds_dir, tokenizer_path, tmp_path_factory):
+def runs(tfds_dir, tokenizer_path, tmp_path_factory, worker_id):
   """(configs, one-device workdirs, 8-device workdirs, bytes per device from the 8 devices)."""
   configs = short_configs(tfds_dir, tokenizer_path)
-  configs_file = tmp_path_factory.mktemp("configs") / "configs.json"
-  configs_file.write_text(json.dumps({name: c.to_dict() for name, c in configs.items()}))
-  # Both sides at once, a core each.
-  sides = {"one": fake_devices(1), "eight": fake_devices(8)}
-  dirs, processes = {}, {}
-  for side, xla_flags in sides.items():
-    dirs[side] = tmp_path_factory.mktemp(f"{side}_device")
-    with open(dirs[side] / "log.txt", "w", encoding="utf-8") as log:
-      processes[side] = subprocess.Popen(
-          [sys.executable, __file__, side,
-           str(configs_file), str(dirs[side])],
-          cwd=ROOT,
-          env={
-              **os.environ, "PYTHONPATH": str(ROOT),
-              "XLA_FLAGS": xla_flags
-          },
-          stdout=log,
-          stderr=subprocess.STDOUT)
-  try:
-    for side, process in processes.items():
-      assert process.wait(timeout=600) == 0, (dirs[side] / "log.txt").read_text()[-3000:]
-  finally:
-    for process in processes.values():
-      process.kill()
-  held = json.loads((dirs["eight"] / "bytes.json").read_text())
-  return configs, dirs["one"], dirs["eight"], held
+
+  def run_both_sides(directory):
+    configs_file = directory / "configs.json"
+    configs_file.write_text(json.dumps({name: c.to_dict() for name, c in configs.items()}))
+    # Both sides at once, a core each.
+    sides = {"one": fake_devices(1), "eight": fake_devices(8)}
+    dirs, processes = {}, {}
+    for side, xla_flags in sides.items():
+      dirs[side] = directory / f"{side}_device"
+      dirs[side].mkdir()
+      with open(dirs[side] / "log.txt", "w", encoding="utf-8") as log:
+        processes[side] = subprocess.Popen(
+            [sys.executable, __file__, side,
+             str(configs_file), str(dirs[side])],
+            cwd=ROOT,
+            env={
+                **os.environ, "PYTHONPATH": str(ROOT),
+                "XLA_FLAGS": xla_flags
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT)
+    try:
+      for side, process in processes.items():
+        assert process.wait(timeout=600) == 0, (dirs[side] / "log.txt").read_text()[-3000:]
+    finally:
+      for process in processes.values():
+        process.kill()
+    return {side: str(path) for side, path in dirs.items()}
+
+  dirs = shared_across_workers(tmp_path_factory, worker_id, "sharding_runs", run_both_sides)
+  one, eight = pathlib.Path(dirs["one"]), pathlib.Path(dirs["eight"])
+  held = json.loads((eight / "bytes.json").read_text())
+  return configs, one, eight, held
 
 
 def without_trailing_nones(spec):
