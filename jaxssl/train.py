@@ -186,15 +186,15 @@ def state_structure(family, optimizer, seed):
   ``abstract_state`` is its tree of ShapeDtypeStructs.
   """
 
-  def init_state():
-    params = nnx.state(family.make_model(nnx.Rngs(seed)), nnx.Param)
+  def fresh_state(params):
     return steps.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+
+  def init_state():
+    return fresh_state(nnx.state(family.make_model(nnx.Rngs(seed)), nnx.Param))
 
   # One abstract trace of the model (a 30-layer one takes seconds to trace), not one per output.
   model = nnx.eval_shape(lambda: family.make_model(nnx.Rngs(seed)))
-  params = nnx.state(model, nnx.Param)
-  abstract_state = steps.TrainState(
-      jax.ShapeDtypeStruct((), jnp.int32), params, jax.eval_shape(optimizer.init, params))
+  abstract_state = jax.eval_shape(fresh_state, nnx.state(model, nnx.Param))
   return nnx.graphdef(model), init_state, abstract_state
 
 
