@@ -7,7 +7,6 @@ import json
 import os
 
 import jax
-from tensorboardX import SummaryWriter
 
 
 class MetricWriter:
@@ -24,6 +23,9 @@ class MetricWriter:
         f.writelines(json.dumps(r) + "\n" for r in kept)
       os.replace(path + ".tmp", path)
       self.jsonl = open(path, "a", encoding="utf-8")
+      # Imported here, not at the top: tensorboardX imports torch where it is installed (~2 s),
+      # which only the commands that write metrics should pay.
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step, split, metrics):
