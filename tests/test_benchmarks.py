@@ -91,3 +91,33 @@ def test_speed_features_script_at_tiny_size():
     useful[setting] = float(useful_tokens.rstrip("%")) / 100
   assert useful["paragraphs packed"] > useful["one paragraph per row, padded"]
   assert 0.95 < useful["chapters packed"] <= 1.0
+
+
+@pytest.mark.slow
+def test_cpu_step_profile_script_at_tiny_size(tfds_dir):
+  process = subprocess.run([
+      sys.executable, "benchmarks/cpu_step_profile.py", "--tiny", "--steps=1", "--top=5",
+      f"--data_dir={tfds_dir}"
+  ],
+                           cwd=ROOT,
+                           capture_output=True,
+                           text=True,
+                           timeout=600,
+                           env=ENV)
+  assert process.returncode == 0, process.stderr[-2000:]
+  shares = dict(
+      re.findall(r"^\| (matmul|layout copy|reduction|elementwise|other) \| [\d.]+ \| ([\d.]+)%",
+                 process.stdout, re.M))
+  assert set(shares) == {"matmul", "layout copy", "reduction", "elementwise", "other"}
+  assert sum(map(float, shares.values())) == pytest.approx(100, abs=0.5)
+  assert float(shares["matmul"]) > 0 and float(shares["elementwise"]) > 0
+  counted = re.search(
+      r"matmuls: ([\d.e+-]+) GFLOP per step \(cpu_peers.py's model FLOPs: "
+      r"([\d.e+-]+)\) at ([\d.]+) GFLOP/s", process.stdout)
+  # The dots in the compiled step are the model's matmuls that the FLOP formula counts, plus
+  # the few it leaves out (pooler, NSP classifier, segment embedding): a little more, not less.
+  assert counted and 1.0 <= float(counted.group(1)) / float(counted.group(2)) < 1.2
+  assert float(counted.group(3)) > 0
+  assert len(
+      re.findall(r"^\| [\d.]+ \| (matmul|layout copy|reduction|elementwise|other) \|",
+                 process.stdout, re.M)) == 5
