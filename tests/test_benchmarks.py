@@ -14,15 +14,21 @@ from conftest import ROOT
 ENV = {"PYTHONPATH": str(ROOT), "PATH": "", "XLA_FLAGS": FAST_COMPILE}
 
 
-@pytest.mark.slow
-def test_gpu_throughput_script_at_tiny_size():
-  process = subprocess.run([sys.executable, "benchmarks/gpu_throughput.py", "--tiny", "--steps=2"],
+def run_script(script, *args, timeout):
+  """Runs ``benchmarks/<script>`` with ``args``; its completed process, checked to succeed."""
+  process = subprocess.run([sys.executable, f"benchmarks/{script}", *args],
                            cwd=ROOT,
                            capture_output=True,
                            text=True,
-                           timeout=600,
+                           timeout=timeout,
                            env=ENV)
   assert process.returncode == 0, process.stderr[-2000:]
+  return process
+
+
+@pytest.mark.slow
+def test_gpu_throughput_script_at_tiny_size():
+  process = run_script("gpu_throughput.py", "--tiny", "--steps=2", timeout=600)
   rows = [line for line in process.stdout.splitlines() if re.match(r"\| (bert|gpt)-tiny", line)]
   assert len(rows) == 2
   for row in rows:
@@ -33,16 +39,15 @@ def test_gpu_throughput_script_at_tiny_size():
 
 @pytest.mark.slow
 def test_cpu_peers_script_at_tiny_size(tfds_dir):
-  process = subprocess.run([
-      sys.executable, "benchmarks/cpu_peers.py", "--tiny", "--steps=1", "--repeats=2", "--warmup=1",
-      "--notorch_compile", f"--data_dir={tfds_dir}"
-  ],
-                           cwd=ROOT,
-                           capture_output=True,
-                           text=True,
-                           timeout=900,
-                           env=ENV)
-  assert process.returncode == 0, process.stderr[-2000:]
+  process = run_script(
+      "cpu_peers.py",
+      "--tiny",
+      "--steps=1",
+      "--repeats=2",
+      "--warmup=1",
+      "--notorch_compile",
+      f"--data_dir={tfds_dir}",
+      timeout=900)
   lines = process.stdout.splitlines()
   counts = re.search(
       r"parameters: jaxssl ([\d,]+), transformers Flax ([\d,]+), "
@@ -64,14 +69,7 @@ def test_cpu_peers_script_at_tiny_size(tfds_dir):
 
 @pytest.mark.slow
 def test_speed_features_script_at_tiny_size():
-  process = subprocess.run(
-      [sys.executable, "benchmarks/speed_features.py", "--tiny", "--repeats=1"],
-      cwd=ROOT,
-      capture_output=True,
-      text=True,
-      timeout=900,
-      env=ENV)
-  assert process.returncode == 0, process.stderr[-2000:]
+  process = run_script("speed_features.py", "--tiny", "--repeats=1", timeout=900)
   rows = [[cell.strip()
            for cell in line.split("|")[1:-1]]
           for line in process.stdout.splitlines()
@@ -95,16 +93,13 @@ def test_speed_features_script_at_tiny_size():
 
 @pytest.mark.slow
 def test_cpu_step_profile_script_at_tiny_size(tfds_dir):
-  process = subprocess.run([
-      sys.executable, "benchmarks/cpu_step_profile.py", "--tiny", "--steps=1", "--top=5",
-      f"--data_dir={tfds_dir}"
-  ],
-                           cwd=ROOT,
-                           capture_output=True,
-                           text=True,
-                           timeout=600,
-                           env=ENV)
-  assert process.returncode == 0, process.stderr[-2000:]
+  process = run_script(
+      "cpu_step_profile.py",
+      "--tiny",
+      "--steps=1",
+      "--top=5",
+      f"--data_dir={tfds_dir}",
+      timeout=600)
   shares = dict(
       re.findall(r"^\| (matmul|layout copy|reduction|elementwise|other) \| [\d.]+ \| ([\d.]+)%",
                  process.stdout, re.M))
