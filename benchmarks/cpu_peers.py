@@ -118,10 +118,9 @@ def load_documents(config, data_dir, scratch_dir):
   return pretraining.tokenize_documents(tokenizer, texts), tokenizer
 
 
-def pipeline_rate(config, documents, tokenizer, epochs=2):
-  """(examples/s of jaxssl's pretraining batches over ``epochs`` epochs, the first batch)."""
-  start = time.perf_counter()
-  batches = pretraining.pair_batches(
+def pretraining_batches(config, documents, tokenizer):
+  """jaxssl's pretraining batches of ``documents`` (pairing, truncation, shuffling, batching)."""
+  return pretraining.pair_batches(
       documents,
       batch_size=config.batch_size,
       seed=config.seed,
@@ -131,6 +130,12 @@ def pipeline_rate(config, documents, tokenizer, epochs=2):
       cls_id=tokenizer.cls_id,
       sep_id=tokenizer.sep_id,
       pad_id=tokenizer.pad_id)
+
+
+def pipeline_rate(config, documents, tokenizer, epochs=2):
+  """(examples/s of jaxssl's pretraining batches over ``epochs`` epochs, the first batch)."""
+  start = time.perf_counter()
+  batches = pretraining_batches(config, documents, tokenizer)
   first = next(batches)
   num_batches = epochs * batches.batches_per_epoch
   for _ in range(num_batches - 1):

@@ -77,18 +77,20 @@ def dot_flops(instructions, name):
 
 def kind_of(opcode, body):
   """The kind of an op (KINDS) from its opcode and, for a fusion, its fused computation."""
-  opcodes = [op for _, op, *_ in body.values()] if opcode == "fusion" else [opcode]
-  root = next((name for name, (*_, is_root) in body.items() if is_root), None)
-  while root and body[root][1] in ("bitcast", "reshape"):  # a view: what it views
+  if opcode != "fusion":
+    return {"dot": "matmul", "copy": "layout copy", "transpose": "layout copy"}.get(opcode, "other")
+  opcodes = [op for _, op, *_ in body.values()]
+  root = next(name for name, (*_, is_root) in body.items() if is_root)
+  while body[root][1] in ("bitcast", "reshape"):  # a view: what it views
     root = body[root][2][0]
-  root = body[root][1] if root else None
+  root = body[root][1]
   if "dot" in opcodes:
     return "matmul"
-  if opcode in ("copy", "transpose") or opcode == "fusion" and root in ("copy", "transpose"):
+  if root in ("copy", "transpose"):
     return "layout copy"
-  if opcode == "fusion" and (root == "reduce" or root == "tuple" and "reduce" in opcodes):
+  if root == "reduce" or root == "tuple" and "reduce" in opcodes:
     return "reduction"
-  return "elementwise" if opcode == "fusion" else "other"
+  return "elementwise"
 
 
 def classify(computations):
@@ -105,7 +107,7 @@ def classify(computations):
     for name, (_, opcode, _, attributes, _) in instructions.items():
       if computation in fused or opcode in CONTAINERS:
         continue
-      body = instructions
+      body = instructions  # a fusion's: its fused computation
       if opcode == "fusion":
         body = computations[re.search(r"calls=%([\w.\-]+)", attributes).group(1)]
         dots = [n for n, (_, op, *_) in body.items() if op == "dot"]
@@ -134,7 +136,7 @@ def main(argv):
   config = cpu_peers.bert_config(flags.FLAGS.tiny, 0.0)
   with tempfile.TemporaryDirectory() as scratch_dir:
     documents, tokenizer = cpu_peers.load_documents(config, flags.FLAGS.data_dir, scratch_dir)
-  _, batch = cpu_peers.pipeline_rate(config, documents, tokenizer, epochs=1)
+  batch = next(cpu_peers.pretraining_batches(config, documents, tokenizer))
   runner = cpu_peers.Jaxssl(config, tokenizer, batch)
   for _ in range(2):
     runner.step()
