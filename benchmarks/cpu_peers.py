@@ -10,8 +10,8 @@ with a SentencePiece tokenizer trained as ``jaxssl.train`` does. A train step is
 backward + update: MLM loss at 20 masked positions per row plus the NSP loss, global-norm
 clipping, AdamW with weight decay on matrices only, a linear warm-up/decay schedule.
 
-  jaxssl                the train step ``jaxssl.train.run`` builds (``families``, ``steps``,
-                        ``train.state_structure``), jitted with the state donated. It masks
+  jaxssl                the train step ``jaxssl.pretrain.run`` builds (``families``, ``steps``,
+                        ``steps.state_structure``), jitted with the state donated. It masks
                         on device inside the step, so masking is part of its time.
   transformers Flax     ``FlaxBertForPreTraining`` with a train step jitted as run_mlm_flax.py
                         does (value_and_grad, flax TrainState, state donated), the same optax
@@ -63,13 +63,13 @@ from absl import app
 from absl import flags
 from flax.training import train_state
 
-from jaxssl import families
-from jaxssl import objectives
-from jaxssl import steps
-from jaxssl import train
 from jaxssl.data import corpora
 from jaxssl.data import pretraining
 from jaxssl.data import tokenizer as tokenizer_lib
+from jaxssl.core import objectives
+from jaxssl.core import pretrain
+from jaxssl.core import steps
+from jaxssl.core.objectives import bert as bert_objective
 
 _TINY = flags.DEFINE_bool("tiny", False, "Tiny model and batch (a quick check of the script).")
 _STEPS = flags.DEFINE_integer("steps", 5, "Train steps timed together per framework and round.")
@@ -110,7 +110,7 @@ def bert_config(tiny, dropout):
 
 
 def load_documents(config, data_dir, scratch_dir):
-  """Tokenized training documents and the tokenizer, trained as ``train.load_tokenizer`` does."""
+  """Tokenized training documents and the tokenizer, trained as ``pretrain.load_tokenizer`` does."""
   texts = corpora.load_texts(config.dataset, config.train_split, data_dir, config.text_key)
   sentences = (s for text in texts for s in pretraining.split_sentences(text))
   tokenizer = tokenizer_lib.train_tokenizer(sentences, config.vocab_size,
@@ -186,7 +186,7 @@ def peer_batch(batch, config, tokenizer):
   """The batch masked once (jaxssl's masking, fixed key) in the form transformers' models take:
   labels at every position, -100 (ignored) where nothing is predicted."""
   masked_ids, positions, labels, weights = (
-      np.asarray(x) for x in objectives.mask_tokens(
+      np.asarray(x) for x in bert_objective.mask_tokens(
           jax.random.key(0),
           jnp.asarray(batch["input_ids"]),
           special_ids=(tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id),
@@ -247,14 +247,14 @@ class Runner:
 
 
 class Jaxssl(Runner):
-  """The train step and state exactly as ``train.run`` builds them, on one device."""
+  """The train step and state exactly as ``pretrain.run`` builds them, on one device."""
 
   name = "jaxssl"
 
   def __init__(self, config, tokenizer, batch):
-    family = families.family(config)
+    family = objectives.get(config)
     optimizer, _ = steps.make_optimizer(config)
-    graphdef, init_state, _ = train.state_structure(family, optimizer, config.seed)
+    graphdef, init_state, _ = steps.state_structure(family, optimizer, config.seed)
     self.state = jax.jit(init_state)()
     self.num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
     train_step, _ = family.steps(graphdef, optimizer, tokenizer)

@@ -25,9 +25,11 @@ from absl import app
 from absl import flags
 from flax import nnx
 
-from jaxssl import steps
 from jaxssl.models import bert
 from jaxssl.models import gpt
+from jaxssl.core import steps
+from jaxssl.core.objectives import bert as bert_objective
+from jaxssl.core.objectives import gpt as gpt_objective
 
 _TINY = flags.DEFINE_bool("tiny", False, "Tiny models and shapes (a CPU correctness check).")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed train steps per case.")
@@ -148,9 +150,9 @@ def measure(family, fields, batch_size, length, predictions, num_steps):
   graphdef, params = nnx.split(model, nnx.Param)
   state = steps.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
   if family == "bert":
-    train_step = steps.make_bert_train_step(graphdef, optimizer, options, special)
+    train_step = bert_objective.make_train_step(graphdef, optimizer, options, special)
   else:
-    train_step = steps.make_gpt_train_step(graphdef, optimizer)
+    train_step = gpt_objective.make_train_step(graphdef, optimizer)
   train_step = jax.jit(train_step, donate_argnums=0)
   batch = jax.device_put(batch)
   key = jax.random.key(0)

@@ -17,8 +17,8 @@ from absl import app
 from absl import flags
 from flax import nnx
 
-from jaxssl import generation
 from jaxssl.models import gpt
+from jaxssl.models import generation
 
 _SIZE = flags.DEFINE_string("size", "mini", "GPT preset.")
 _BATCH = flags.DEFINE_integer("batch", 4, "Prompts per batch.")

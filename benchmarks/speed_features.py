@@ -42,13 +42,15 @@ from absl import app
 from absl import flags
 from flax import nnx
 
-from jaxssl import steps
 from jaxssl.data import packing
 from jaxssl.data import pretraining
 from jaxssl.data import tokenizer as tokenizer_lib
 from jaxssl.models import bert
 from jaxssl.models import gpt
 from jaxssl.models import layers
+from jaxssl.core import steps
+from jaxssl.core.objectives import bert as bert_objective
+from jaxssl.core.objectives import gpt as gpt_objective
 
 _TINY = flags.DEFINE_bool("tiny", False, "Tiny models and shapes (a quick correctness run).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed steps per row; the best is reported.")
@@ -151,12 +153,12 @@ def train_step_case(family, shapes, fields=None, accumulation_steps=1, predictio
         mask_id=MASK,
         pad_id=PAD)
     graphdef, params = nnx.split(model, nnx.Param)
-    step = steps.make_bert_train_step(graphdef, optimizer, options, special, accumulation_steps)
+    step = bert_objective.make_train_step(graphdef, optimizer, options, special, accumulation_steps)
     batch = bert_batch(rng, shapes)
   else:
     model = gpt.GPT(gpt.GPTConfig.from_dict(fields), nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)
-    step = steps.make_gpt_train_step(graphdef, optimizer, accumulation_steps)
+    step = gpt_objective.make_train_step(graphdef, optimizer, accumulation_steps)
     batch = gpt_batch(rng, shapes)
   state = steps.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
   return step, (state, jax.device_put(batch), jax.random.key(0))

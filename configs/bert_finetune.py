@@ -2,7 +2,7 @@
 
     python -m jaxssl.main --config=configs/bert_finetune.py --workdir=/tmp/sentiment
 
-The argument picks a task (jaxssl.finetune_tasks.TASKS), e.g. ``configs/bert_finetune.py:task=pos``.
+The argument picks a task (jaxssl.core.tasks.catalog.TASKS), e.g. ``configs/bert_finetune.py:task=pos``.
 Shipped with the package:
   task=sentiment    (default) VADER movie-review sentences -> negative/positive (accuracy, F1,
                     Matthews correlation).
@@ -24,18 +24,15 @@ Every field can also be set on the command line: ``--config.init_from=scratch``.
 
 import ml_collections
 
+from jaxssl.configs import common
+
 
 def get_config(arg=None):
-  task = "sentiment"
-  for item in (arg or "").split(","):
-    key, _, value = item.partition("=")
-    if item and key != "task":
-      raise ValueError(f"config argument {item!r}: use task=NAME.")
-    task = value if item else task
+  task = common.parse_arg(arg, task="sentiment")["task"]
   config = ml_collections.ConfigDict()
 
-  config.objective = "finetune"  # Dispatches jaxssl.main to jaxssl.finetune.run.
-  config.task = task  # Dataset, text and label features, head and metrics (finetune_tasks.TASKS).
+  config.objective = "finetune"  # Dispatches jaxssl.main to jaxssl.core.finetune.run.
+  config.task = task  # Dataset, text and label features, head and metrics (catalog.TASKS).
   config.seed = 0  # Seeds the head (and a scratch encoder), example order and dropout.
 
   # The encoder to fine-tune: a name or Hugging Face BERT directory (jaxssl.pretrained), a

@@ -21,24 +21,14 @@ Every field can also be set on the command line: ``--config.num_train_steps=100`
 
 import ml_collections
 
+from jaxssl.configs import common
+
 ACCELERATOR_SIZES = ("base", "large")
 CORPORA = ("en", "zh", "bilingual")  # jaxssl_corpus configs the corpus= argument may name
 
 
-def parse_arg(arg, **defaults):
-  """``"size=base,nsp=False"`` -> {"size": "base", "nsp": "False"}; only keys in ``defaults``."""
-  options = dict(defaults)
-  for item in (arg or "").split(","):
-    key, sep, value = item.partition("=")
-    if item and (not sep or key not in defaults):
-      raise ValueError(f"config argument {item!r}: use key=value with keys {sorted(defaults)}.")
-    if item:
-      options[key] = value
-  return options
-
-
 def get_config(arg=None):
-  options = parse_arg(arg, size="mini", nsp="True", corpus="en")
+  options = common.parse_arg(arg, size="mini", nsp="True", corpus="en")
   size, corpus = options["size"], options["corpus"]
   accelerator = size in ACCELERATOR_SIZES
   if corpus not in CORPORA:
@@ -48,7 +38,7 @@ def get_config(arg=None):
         f"size={size} pretrains on Wikipedia; set --config.dataset instead of corpus=.")
   config = ml_collections.ConfigDict()
 
-  config.objective = "bert"  # Which pretraining objective family train.run builds.
+  config.objective = "bert"  # The pretraining objective (jaxssl.core.objectives.OBJECTIVES).
   config.seed = 0  # Seeds parameters, instance creation, masking and dropout.
 
   # Data.

@@ -17,20 +17,17 @@ Every field can also be set on the command line: ``--config.model.positions=rota
 
 import ml_collections
 
+from jaxssl.configs import common
+
 ACCELERATOR_SIZES = ("gpt2",)
 
 
 def get_config(arg=None):
-  size = "mini"
-  for item in (arg or "").split(","):
-    key, _, value = item.partition("=")
-    if item and key != "size":
-      raise ValueError(f"config argument {item!r}: use size=NAME.")
-    size = value if item else size
+  size = common.parse_arg(arg, size="mini")["size"]
   accelerator = size in ACCELERATOR_SIZES
   config = ml_collections.ConfigDict()
 
-  config.objective = "gpt"  # Which pretraining objective family train.run builds.
+  config.objective = "gpt"  # The pretraining objective (jaxssl.core.objectives.OBJECTIVES).
   config.seed = 0  # Seeds parameters, document order and dropout.
 
   # Data.

@@ -3,19 +3,16 @@
     python -m jaxssl.generate --workdir=/tmp/gpt --prompt="The whale" --prompt="Fellow citizens"
     python -m jaxssl.generate --init_from=smollm2 --prompt="The capital of France is"
 
-Prompts run as one ragged batch through the KV-cache decoder (``jaxssl.generation``);
+Prompts run as one ragged batch through the KV-cache decoder (``jaxssl.models.generation``);
 generation stops at the document separator or after ``--max_new_tokens``.
 """
 
-import sys
-
 import jax
-from absl import app
 from absl import flags
-from absl import logging
 
-from jaxssl import generation
-from jaxssl import train
+from jaxssl import cli
+from jaxssl.core import trained
+from jaxssl.models import generation
 
 
 def define_flags():
@@ -37,7 +34,7 @@ def define_flags():
 def generate_text(workdir, init_from, prompts, *, max_new_tokens, temperature, top_k, top_p, seed):
   """Continuations (text) of ``prompts`` (text) from the GPT in ``workdir`` or the published
   decoder ``init_from`` names (exactly one)."""
-  _, graphdef, params, tokenizer, _ = train.load_decoder(workdir, init_from)
+  _, graphdef, params, tokenizer, _ = trained.load_decoder(workdir, init_from)
   outputs = generation.generate(
       graphdef,
       params, [tokenizer.encode(prompt) for prompt in prompts],
@@ -51,27 +48,19 @@ def generate_text(workdir, init_from, prompts, *, max_new_tokens, temperature, t
   return [tokenizer.decode(tokens) for tokens in outputs]
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
-  try:
-    continuations = generate_text(
-        flags.FLAGS.workdir,
-        flags.FLAGS.init_from,
-        flags.FLAGS.prompt,
-        max_new_tokens=flags.FLAGS.max_new_tokens,
-        temperature=flags.FLAGS.temperature,
-        top_k=flags.FLAGS.top_k,
-        top_p=flags.FLAGS.top_p,
-        seed=flags.FLAGS.seed)
-  except ValueError as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
+def main():
+  continuations = generate_text(
+      flags.FLAGS.workdir,
+      flags.FLAGS.init_from,
+      flags.FLAGS.prompt,
+      max_new_tokens=flags.FLAGS.max_new_tokens,
+      temperature=flags.FLAGS.temperature,
+      top_k=flags.FLAGS.top_k,
+      top_p=flags.FLAGS.top_p,
+      seed=flags.FLAGS.seed)
   for prompt, continuation in zip(flags.FLAGS.prompt, continuations):
     print(f"{prompt} → {continuation}")
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags)

@@ -22,22 +22,19 @@ features, e.g. an English sentiment model on Chinese sentences (jaxssl.analysis.
 
 import dataclasses
 import json
-import os
-import sys
 
 import jax
 import numpy as np
-from absl import app
 from absl import flags
-from absl import logging
 from flax import nnx
 from tqdm import tqdm
 
-from jaxssl import checkpoint
-from jaxssl import finetune
-from jaxssl import finetune_tasks
-from jaxssl import heads
-from jaxssl import train
+from jaxssl import cli
+from jaxssl import workdir as workdir_lib
+from jaxssl.core import finetune
+from jaxssl.core import steps
+from jaxssl.core.tasks import catalog
+from jaxssl.core.tasks import kinds
 from jaxssl.data import corpora
 from jaxssl.models import bert
 
@@ -55,21 +52,20 @@ class Predictor:
   """A fine-tuned model loaded from its workdir: ``predict(records) -> predictions``."""
 
   def __init__(self, workdir, batch_size=32):
-    self.config = train.load_run_config(workdir)
+    self.config = workdir_lib.read_config(workdir)
     if self.config.get("objective") != "finetune":
       raise ValueError(f"workdir {workdir} holds a {self.config.get('objective')!r} run; "
                        "jaxssl.predict needs a fine-tuning workdir (configs/bert_finetune.py).")
-    self.task = finetune_tasks.get_task(self.config.task, self.config.get("dataset", ""))
-    with open(os.path.join(workdir, train.MODEL_CONFIG_FILE), encoding="utf-8") as f:
-      encoder_cfg = bert.BertConfig(**json.load(f))
-    with open(os.path.join(workdir, finetune.LABELS_FILE), encoding="utf-8") as f:
-      self.label_names = json.load(f)
-    self.tokenizer = train.load_workdir_tokenizer(workdir)
+    self.task = catalog.get_task(self.config.task, self.config.get("dataset", ""))
+    self.kind = kinds.get(self.task.kind)
+    encoder_cfg = workdir_lib.read_model_config(workdir, bert.BertConfig)
+    self.label_names = workdir_lib.read_labels(workdir)
+    self.tokenizer = workdir_lib.load_tokenizer(workdir)
     self.batch_size = batch_size
-    head = heads.HEADS[self.task.kind]
+    head = self.kind.head
     graphdef, abstract_encoder = nnx.split(
         nnx.eval_shape(lambda: bert.BertEncoder(encoder_cfg, nnx.Rngs(0))))
-    num_outputs = len(self.label_names or []) or finetune.HEAD_OUTPUTS[self.task.kind]
+    num_outputs = self.kind.num_outputs or len(self.label_names)
     abstract_params = {
         "encoder":
             abstract_encoder,
@@ -78,45 +74,37 @@ class Predictor:
                 lambda: head.init(jax.random.key(0), encoder_cfg.hidden_size, num_outputs)),
     }
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    checkpointer = checkpoint.Checkpointer(workdir, keep=1)
+    checkpointer = workdir_lib.checkpointer(workdir, keep=1)
     step = checkpointer.latest_step()
     if step is None:
       raise ValueError(f"workdir {workdir} has no fine-tuned parameters yet; let its run finish.")
     self.params, _ = checkpointer.restore(
-        step, train.placed(abstract_params, jax.tree.map(lambda _: device, abstract_params)))
+        step, steps.placed(abstract_params, jax.tree.map(lambda _: device, abstract_params)))
     checkpointer.close()
-    forward = finetune.make_forward(graphdef, head, 0.0)
-    self.predict_step = jax.jit(lambda params, batch: (forward(params, batch, None), {}))
+    self.predict_step = finetune.make_predict_step(finetune.make_forward(graphdef, head, 0.0))
+    self.decode_options = kinds.DecodeOptions(self.config.n_best, self.config.max_answer_length)
 
   def examples_of(self, records, where="record"):
     """The records as the task's examples (its dataset's feature names); errors name the record."""
-    kind, keys = self.task.kind, self.task.text_keys
     examples = []
     for number, record in enumerate(records, 1):
-      if kind == "question_answering":
-        fields = ("question", "context")
-      elif kind == "token_classification":
-        fields = ("words",) if "words" in record else ("text",)
-      else:
-        fields = ("text",) if len(keys) == 1 else ("text_a", "text_b")
+      fields = self.kind.record_fields(self.task, record)
       missing = [field for field in fields if not isinstance(record.get(field), (str, list))]
       if missing:
         raise ValueError(f"{where} {number} has no {missing[0]!r}; a {self.config.task} model "
                          f"reads records with {list(fields)}.")
       values = [record[field] for field in fields]
-      if fields == ("text",) and kind == "token_classification":
-        values = [record["text"].split()]
       if any(not value or (isinstance(value, str) and not value.strip()) for value in values):
         raise ValueError(
             f"{where} {number} has an empty {fields[0] if len(fields) == 1 else fields}"
             "; give it text or leave the record out.")
-      examples.append(dict(zip(keys, values)))
+      examples.append(dict(zip(self.task.text_keys, self.kind.record_values(fields, values))))
     return examples
 
   def predict(self, records, where="record", progress=False):
     """One prediction dict per record (see the module docstring)."""
     examples = self.examples_of(records, where)
-    rows = finetune_tasks.encode(
+    rows = catalog.encode(
         self.task,
         self.tokenizer,
         examples,
@@ -132,7 +120,8 @@ class Predictor:
         total=len(rows.example_of_row), desc="predict", unit="row", disable=not progress) as bar:
       outputs, _ = finetune.run_model(self.predict_step, self.params, rows.arrays, self.batch_size,
                                       bar)
-    predictions = self._decode(rows, outputs)
+    predictions = self.kind.decode(self.task, rows, outputs, self.label_names,
+                                   self.decode_options)
     for record, prediction in zip(records, predictions):
       if "id" in record:
         prediction["id"] = record["id"]
@@ -154,7 +143,7 @@ class Predictor:
       examples = [{
           **example, task.label_key: model_label[example[task.label_key]].tolist()
       } for example in examples]
-    rows = finetune_tasks.encode(
+    rows = catalog.encode(
         task,
         self.tokenizer,
         examples,
@@ -164,32 +153,7 @@ class Predictor:
         max_question_length=self.config.max_question_length,
         where=f"{dataset} {split}")
     outputs, _ = finetune.run_model(self.predict_step, self.params, rows.arrays, self.batch_size)
-    return finetune_tasks.score(task, rows, outputs, self.config.n_best,
-                                self.config.max_answer_length)
-
-  def _decode(self, rows, outputs):
-    kind = self.task.kind
-    if kind == "question_answering":
-      spans = finetune_tasks.answer_spans(self.task, rows, outputs, self.config.n_best,
-                                          self.config.max_answer_length)
-      return [{"answer": text, "start": start, "end": end} for text, start, end in spans]
-    if kind == "regression":
-      return [{"score": float(value)} for value in outputs]
-    if kind == "classification":
-      probabilities = jax.nn.softmax(outputs, axis=-1)  # (N, C)
-      return [{
-          "label": self.label_names[int(np.argmax(p))],
-          "probabilities": dict(zip(self.label_names, map(float, p)))
-      } for p in np.asarray(probabilities)]
-    tag_ids = finetune_tasks.predicted_classes(self.task, outputs)  # (N, L)
-    predictions = []
-    for example, word_index, row_tags in zip(rows.examples, rows.word_index, tag_ids):
-      words = list(example[self.task.text_keys[0]])
-      tags = [None] * len(words)
-      for position in np.flatnonzero(word_index >= 0):
-        tags[word_index[position]] = self.label_names[row_tags[position]]
-      predictions.append({"words": words, "tags": tags})
-    return predictions
+    return self.kind.score(task, rows, outputs, self.decode_options)
 
 
 def read_records(path):
@@ -214,27 +178,17 @@ def read_records(path):
 
 def write_records(path, records):
   """Writes JSON Lines all at once (a temporary file renamed), so a failed run leaves none."""
-  temporary = path + ".tmp"
-  with open(temporary, "w", encoding="utf-8") as f:
-    f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-  os.replace(temporary, path)
+  workdir_lib.write_text(path, "".join(json.dumps(record, ensure_ascii=False) + "\n"
+                                       for record in records))
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
-  try:
-    records = read_records(flags.FLAGS.input)
-    predictor = Predictor(flags.FLAGS.workdir, flags.FLAGS.batch_size)
-    predictions = predictor.predict(records, f"{flags.FLAGS.input} record", progress=True)
-    write_records(flags.FLAGS.output, predictions)
-  except (ValueError, FileNotFoundError) as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
+def main():
+  records = read_records(flags.FLAGS.input)
+  predictor = Predictor(flags.FLAGS.workdir, flags.FLAGS.batch_size)
+  predictions = predictor.predict(records, f"{flags.FLAGS.input} record", progress=True)
+  write_records(flags.FLAGS.output, predictions)
   print(f"Wrote {len(predictions)} predictions to {flags.FLAGS.output}")
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags)

@@ -18,20 +18,19 @@ import functools
 import itertools
 import json
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
 from absl import flags
-from absl import logging
 from flax import nnx
 from matplotlib import figure
 from tqdm import tqdm
 
-from jaxssl import train
+from jaxssl import cli
+from jaxssl.core import trained
 from jaxssl.data import corpora
+from jaxssl.data.builders import shipped
 
 INSTRUCTION = "Classify the sentiment of each sentence as positive or negative."
 TEMPLATE = "Sentence: {text}\nSentiment: {label}\n\n"
@@ -245,7 +244,7 @@ def evaluate_shots(score_fn,
                    seed=0,
                    *,
                    max_prompt_tokens,
-                   label_words=corpora.SENTIMENT_LABELS,
+                   label_words=shipped.SENTIMENT_LABELS,
                    instruction=INSTRUCTION,
                    template=TEMPLATE):
   """Accuracy of k-shot prompting for each k in ``shots``, uncalibrated and calibrated.
@@ -320,9 +319,9 @@ def evaluate_decoder(workdir=None,
                      data_dir=None,
                      batch_size=16,
                      seed=0):
-  """The report of k-shot prompting a decoder (see ``train.load_decoder``) on ``dataset``'s test
+  """The report of k-shot prompting a decoder (see ``trained.load_decoder``) on ``dataset``'s test
   split, with the train split as the demonstration pool."""
-  description, graphdef, params, tokenizer, run_data_dir = train.load_decoder(workdir, init_from)
+  description, graphdef, params, tokenizer, run_data_dir = trained.load_decoder(workdir, init_from)
   data_dir = data_dir or run_data_dir
   label_words = corpora.label_names(dataset, data_dir)
   pool = corpora.load_examples(dataset, "train", data_dir)
@@ -407,29 +406,22 @@ def parse_shots(values):
                      "such as 0,1,2,4,8.") from None
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
-  try:
-    output_dir = flags.FLAGS.output_dir
-    if output_dir is None:
-      if flags.FLAGS.workdir is None:
-        raise ValueError("--output_dir is required with --init_from (there is no workdir to "
-                         "write into).")
-      output_dir = os.path.join(flags.FLAGS.workdir, "prompting")
-    report = evaluate_decoder(
-        flags.FLAGS.workdir,
-        flags.FLAGS.init_from,
-        dataset=flags.FLAGS.dataset,
-        shots=parse_shots(flags.FLAGS.shots),
-        num_examples=flags.FLAGS.num_examples,
-        data_dir=flags.FLAGS.data_dir,
-        batch_size=flags.FLAGS.batch_size,
-        seed=flags.FLAGS.seed)
-  except ValueError as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
+def main():
+  output_dir = flags.FLAGS.output_dir
+  if output_dir is None:
+    if flags.FLAGS.workdir is None:
+      raise ValueError("--output_dir is required with --init_from (there is no workdir to "
+                       "write into).")
+    output_dir = os.path.join(flags.FLAGS.workdir, "prompting")
+  report = evaluate_decoder(
+      flags.FLAGS.workdir,
+      flags.FLAGS.init_from,
+      dataset=flags.FLAGS.dataset,
+      shots=parse_shots(flags.FLAGS.shots),
+      num_examples=flags.FLAGS.num_examples,
+      data_dir=flags.FLAGS.data_dir,
+      batch_size=flags.FLAGS.batch_size,
+      seed=flags.FLAGS.seed)
   os.makedirs(output_dir, exist_ok=True)
   with open(os.path.join(output_dir, "prompting.json"), "w", encoding="utf-8") as f:
     json.dump(report, f, indent=2)
@@ -439,5 +431,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags)

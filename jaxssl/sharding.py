@@ -12,6 +12,8 @@ import numpy as np
 from flax import linen
 from flax import nnx
 
+from jaxssl.models import layers
+
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
@@ -43,6 +45,22 @@ def batch_parallelism(mesh):
 def logical_rules(rules_config):
   """Config rules ``{logical: mesh axis or None}`` as the tuple flax expects."""
   return tuple((name, axis) for name, axis in rules_config.items())
+
+
+def activation_rules(rules):
+  """A context in which the models' activation constraints (``layers.constrain``) apply: rows
+  over data x fsdp, heads and the MLP's hidden units over the mesh axes the parameter ``rules``
+  give the ``heads`` and ``mlp`` weights; length and hidden size whole (fsdp shards rows, not
+  the hidden size of activations). Use it inside ``jax.set_mesh``."""
+  weights = dict(rules)
+  activations = (
+      (layers.BATCH, BATCH_AXES),
+      (layers.LENGTH, None),
+      (layers.EMBED, None),
+      (layers.HEADS, weights.get("heads")),
+      (layers.MLP_HIDDEN, weights.get("mlp")),
+  )
+  return nnx.logical_axis_rules(tuple(rules) + activations)
 
 
 def state_shardings(abstract_state, mesh, rules):

@@ -3,22 +3,21 @@
     python -m jaxssl.sharding_report --config=configs/bert_pretrain.py:size=tiny --devices=8
 
 places a train state (parameters + AdamW moments) on ``--devices`` fake CPU devices with the
-shardings ``train.run`` gives it, for a data-parallel, an FSDP, a tensor-parallel and an
-FSDP x tensor mesh, and prints what each device holds (measured from the arrays' shards).
+shardings ``jaxssl.core.pretrain.run`` gives it, for a data-parallel, an FSDP, a
+tensor-parallel and an FSDP x tensor mesh, and prints what each device holds (measured from the arrays' shards).
 Each device's zeros are only its shard, so accelerator-sized configs fit in host memory
 (except the data-parallel mesh: every device holds a whole copy).
 """
 
 import jax
 import numpy as np
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from jaxssl import families
+from jaxssl import cli
 from jaxssl import sharding
-from jaxssl import steps
-from jaxssl import train
+from jaxssl.core import objectives
+from jaxssl.core import steps
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file.", lock_config=True)
 _DEVICES = flags.DEFINE_integer("devices", 8, "Fake CPU devices to shard over.")
@@ -33,7 +32,7 @@ def mesh_label(mesh_sizes):
 def abstract_state(config):
   """The TrainState ``config`` trains, as ShapeDtypeStructs in Variables naming logical axes."""
   optimizer, _ = steps.make_optimizer(config)
-  _, _, abstract = train.state_structure(families.family(config), optimizer, config.seed)
+  _, _, abstract = steps.state_structure(objectives.get(config), optimizer, config.seed)
   return abstract
 
 
@@ -46,7 +45,8 @@ def whole_bytes(abstract):
 def state_bytes(abstract, mesh_config, rules_config):
   """``{"params": [...], "train state": [...]}``: the bytes each device (``jax.devices()``
   order) holds of a TrainState shaped as ``abstract`` once placed with the shardings
-  ``train.run`` gives it on that mesh (its values are zeros: only shapes matter here)."""
+  ``jaxssl.core.pretrain.run`` gives it on that mesh (its values are zeros: only shapes
+  matter here)."""
   mesh = sharding.make_mesh(mesh_config)
   shardings = sharding.state_shardings(abstract, mesh, sharding.logical_rules(rules_config))
   place = lambda leaf, where: jax.make_array_from_callback(
@@ -78,9 +78,7 @@ def default_meshes(devices):
   ]
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+def main():
   jax.config.update("jax_platforms", "cpu")
   jax.config.update("jax_num_cpu_devices", _DEVICES.value)
   config = _CONFIG.value
@@ -93,4 +91,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -4,29 +4,25 @@ table, and the training-loss curves of pretrained vs scratch encoders in one PNG
     python -m jaxssl.suite --workdir=/tmp/suite                  # minilm and scratch, all tasks
     python -m jaxssl.suite --workdir=/tmp/suite --tasks=sentiment --init_from=minilm,scratch
 
-Each (encoder, task) run is ``jaxssl.finetune.run`` with configs/bert_finetune.py and the small
+Each (encoder, task) run is ``jaxssl.core.finetune.run`` with configs/bert_finetune.py and the small
 CPU budget of ``BUDGETS`` in ``WORKDIR/<init_from name>/<task>``; a finished run (its final
 evaluation in metrics.jsonl) is read back instead of run again, so an interrupted suite picks
 up where it stopped. Writes ``WORKDIR/suite.md`` (the table: every task metric with its
 text-blind baseline), ``WORKDIR/suite.json`` and ``WORKDIR/loss_curves.png``.
 """
 
-import importlib.util
 import json
 import os
 import pathlib
-import sys
 
-from absl import app
 from absl import flags
-from absl import logging
 from matplotlib import figure
 
-from jaxssl import finetune
-from jaxssl import finetune_tasks
+from jaxssl import cli
 from jaxssl import metrics as metrics_lib
-
-CONFIG_FILE = pathlib.Path(__file__).resolve().parents[1] / "configs" / "bert_finetune.py"
+from jaxssl import workdir as workdir_lib
+from jaxssl.core import finetune
+from jaxssl.core.tasks import catalog
 
 # Per task: the config fields that keep a run to a few minutes on 2 CPU cores. Slices are of
 # the shipped splits; steps * batch_size is about one pass over the training slice or less,
@@ -53,7 +49,7 @@ def define_flags():
   flags.DEFINE_string("workdir", None, "Directory for the runs, the table and the plot.")
   flags.DEFINE_list("init_from", ["minilm", "scratch"],
                     "Encoders to fine-tune (configs/bert_finetune.py init_from values).")
-  flags.DEFINE_list("tasks", list(finetune_tasks.OFFLINE_TASKS), "Tasks to run.")
+  flags.DEFINE_list("tasks", list(catalog.OFFLINE_TASKS), "Tasks to run.")
   flags.DEFINE_float(
       "learning_rate", 1e-4, "Peak learning rate of every run, pretrained or scratch (5e-4 "
       "left scratch encoders predicting one class).")
@@ -65,10 +61,7 @@ def define_flags():
 
 def task_config(task, init_from, **fields):
   """configs/bert_finetune.py for ``task`` with the suite's budget and ``fields`` on top."""
-  spec = importlib.util.spec_from_file_location("bert_finetune", CONFIG_FILE)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(f"task={task}")
+  config = cli.load_config("bert_finetune", f"task={task}")
   config.update({**SHARED, **BUDGETS.get(task, {}), "init_from": init_from, **fields})
   config.eval_every = config.num_train_steps  # One evaluation, at the end.
   return config
@@ -81,11 +74,11 @@ def run_name(init_from):
 
 def finished_metrics(workdir):
   """The final dev metrics of a finished run in ``workdir``, or None if it has not finished."""
-  if not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+  if not workdir_lib.has_metrics(workdir):
     return None
-  config = json.loads(pathlib.Path(workdir, "config.json").read_text(encoding="utf-8"))
+  config = workdir_lib.read_config(workdir)
   evaluations = [r for r in metrics_lib.read_metrics(workdir) if r["split"] == "eval"]
-  if not evaluations or evaluations[-1]["step"] != config["num_train_steps"]:
+  if not evaluations or evaluations[-1]["step"] != config.num_train_steps:
     return None
   return {k: v for k, v in evaluations[-1].items() if k not in ("step", "split")}
 
@@ -93,7 +86,7 @@ def finished_metrics(workdir):
 def run_suite(workdir, inits, tasks, **fields):
   """{init name: {task: final dev metrics}}, running whatever has not finished yet."""
   for task in tasks:
-    finetune_tasks.get_task(task)  # an unknown name fails before hours of work
+    catalog.get_task(task)  # an unknown name fails before hours of work
   results = {}
   for init_from in inits:
     for task in tasks:
@@ -116,7 +109,7 @@ def table(results, tasks):
   ]
   for task in tasks:
     any_run = results[names[0]][task]
-    for metric in finetune_tasks.TASKS[task].metrics:
+    for metric in catalog.TASKS[task].metrics:
       baseline_name, baseline = next(
           ((name, value)
            for name, value in any_run.items()
@@ -137,7 +130,7 @@ def plot_losses(workdir, results, tasks, path):
   fig = figure.Figure(figsize=(4.2 * columns, 3.2 * rows), layout="constrained")
   axes = fig.subplots(rows, columns, squeeze=False)
   for axis, task in zip(axes.flat, tasks):
-    metric = finetune_tasks.TASKS[task].metrics[0]
+    metric = catalog.TASKS[task].metrics[0]
     for name in results:
       records = [
           r for r in metrics_lib.read_metrics(os.path.join(workdir, name, task))
@@ -155,23 +148,16 @@ def plot_losses(workdir, results, tasks, path):
   fig.savefig(path, dpi=110)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
+def main():
   workdir, tasks = flags.FLAGS.workdir, flags.FLAGS.tasks
   steps = {"num_train_steps": flags.FLAGS.num_train_steps} if flags.FLAGS.num_train_steps else {}
-  try:
-    results = run_suite(
-        workdir,
-        flags.FLAGS.init_from,
-        tasks,
-        learning_rate=flags.FLAGS.learning_rate,
-        data_dir=flags.FLAGS.data_dir,
-        **steps)
-  except ValueError as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
+  results = run_suite(
+      workdir,
+      flags.FLAGS.init_from,
+      tasks,
+      learning_rate=flags.FLAGS.learning_rate,
+      data_dir=flags.FLAGS.data_dir,
+      **steps)
   markdown = table(results, tasks)
   pathlib.Path(workdir, "suite.md").write_text(markdown + "\n", encoding="utf-8")
   pathlib.Path(workdir, "suite.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
@@ -181,5 +167,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags)

@@ -9,6 +9,7 @@ import sys
 
 import filelock
 import pytest
+from jaxssl.core import pretrain
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMALL_CORPUS = "jaxssl_corpus/moby_dick"  # 138 chapters, 1.2 MB: quick to tokenize.
@@ -80,8 +81,7 @@ def tiny_encoder(tfds_dir, tokenizer_path, tmp_path_factory, worker_id):
         warmup_steps=1,
         checkpoint_every=2,
         eval_batches=1)
-    from jaxssl import train
-    train.run(config, str(workdir))
+    pretrain.run(config, str(workdir))
     return str(workdir)
 
   return shared_across_workers(tmp_path_factory, worker_id, "tiny_bert", pretrain)

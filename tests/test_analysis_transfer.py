@@ -12,11 +12,11 @@ from sklearn import metrics as sk_metrics
 
 from conftest import ROOT
 from conftest import SMALL_CORPUS
-from jaxssl import finetune
 from jaxssl import metrics as metrics_lib
 from jaxssl import predict
 from jaxssl.analysis import transfer
 from jaxssl.data import corpora
+from jaxssl.core import finetune
 
 EN_DATASET = "jaxssl_sentiment/movie_reviews"
 TINY_BUDGET = dict(

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import ROOT, SMALL_CORPUS, fake_devices, run_main
-from jaxssl import train
+from jaxssl.core import pretrain
 
 
 def fails_with(config, workdir, expected, env=None, extra=()):
@@ -80,7 +80,7 @@ def test_workdir_holding_an_incompatible_run(tiny_config, tmp_path):
   workdir = str(tmp_path / "run")
   tiny_config.num_train_steps = 2
   tiny_config.eval_every = tiny_config.checkpoint_every = 2
-  train.run(tiny_config, workdir)
+  pretrain.run(tiny_config, workdir)
   before = {name: os.path.getmtime(os.path.join(workdir, name)) for name in os.listdir(workdir)}
   tiny_config.model.size = "mini"
   fails_with(tiny_config, workdir, "holds an incompatible run")

@@ -1,5 +1,5 @@
 """The bilingual pretraining recipe: jaxssl_corpus/bilingual holds the English and the Chinese
-documents, and the tokenizer trained on it as train.run trains it encodes both languages
+documents, and the tokenizer trained on it as pretrain.run trains it encodes both languages
 without falling back to [UNK] or to byte pieces for most characters."""
 
 import re
@@ -7,8 +7,8 @@ import re
 import pytest
 
 from conftest import load_config
-from jaxssl import train
 from jaxssl.data import corpora
+from jaxssl.core import pretrain
 
 HAN = re.compile("[\u4e00-\u9fff]")
 
@@ -37,7 +37,7 @@ def test_one_vocabulary_encodes_both_languages(tfds_dir, tmp_path):
   config = load_config("bert_pretrain", "corpus=bilingual")
   config.update(data_dir=tfds_dir, vocab_size=3000)
   train_texts = corpora.load_texts(config.dataset, "train[:4%]", tfds_dir)
-  tokenizer = train.load_tokenizer(config, str(tmp_path / "run"), train_texts, str(tmp_path))
+  tokenizer = pretrain.load_tokenizer(config, str(tmp_path / "run"), train_texts, str(tmp_path))
   held_out = corpora.load_texts(config.dataset, "validation", tfds_dir)
   for language, texts in (("en", [t for t in held_out if not HAN.search(t)]),
                           ("zh", [t for t in held_out if HAN.search(t)])):

@@ -20,10 +20,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from conftest import ROOT, small_gpt_config
-from jaxssl import train
 from jaxssl.convert import hf_files
 from jaxssl.convert import hf_bert
 from jaxssl.models import bert
+from jaxssl.core import pretrain
+from jaxssl.core import trained
 
 TOLERANCE = 1e-5
 LENGTHS = [12, 5, 9]  # real tokens per row; the rest of each row is padding
@@ -120,13 +121,13 @@ def run_convert(*flags):
 def test_command_line_exports_a_bert_workdir(tiny_config, tmp_path):
   tiny_config.num_train_steps = tiny_config.eval_every = tiny_config.checkpoint_every = 2
   workdir, output = str(tmp_path / "workdir"), str(tmp_path / "hf")
-  train.run(tiny_config, workdir)
+  pretrain.run(tiny_config, workdir)
   process = run_convert(f"--workdir={workdir}", f"--output={output}")
   assert process.returncode == 0, process.stderr
   assert sorted(os.listdir(output)) == ["config.json", "model.safetensors", "tokenizer.model"]
   hf_model = transformers.AutoModel.from_pretrained(output)
   assert hf_model.config.vocab_size == tiny_config.vocab_size
-  _, _, _, graphdef, params = train.load_trained(workdir)
+  _, _, _, graphdef, params = trained.load_trained(workdir)
   np.testing.assert_array_equal(hf_model.embeddings.word_embeddings.weight.detach().numpy(),
                                 nnx.merge(graphdef, params).encoder.token_embed.embedding[...])
 

@@ -14,9 +14,9 @@ import pytest
 from flax import nnx
 from tokenizers import pre_tokenizers
 
-from jaxssl import generation
 from jaxssl.convert import gguf_llama
 from jaxssl.models import gpt
+from jaxssl.models import generation
 
 gguf = pytest.importorskip("gguf")
 

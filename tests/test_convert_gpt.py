@@ -22,11 +22,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from conftest import ROOT, small_gpt_config
-from jaxssl import train
 from jaxssl.convert import hf_files
 from jaxssl.convert import hf_gpt
 from jaxssl.models import bert
 from jaxssl.models import gpt
+from jaxssl.core import pretrain
+from jaxssl.core import trained
 
 TOLERANCE = 1e-4
 VOCAB = 100
@@ -273,13 +274,13 @@ def test_command_line_exports_a_gpt_workdir(tfds_dir, tokenizer_path, tmp_path):
   config = small_gpt_config(tfds_dir, tokenizer_path)
   config.num_train_steps = config.eval_every = config.checkpoint_every = 2
   workdir, output = str(tmp_path / "workdir"), str(tmp_path / "hf")
-  train.run(config, workdir)
+  pretrain.run(config, workdir)
   process = run_convert(f"--workdir={workdir}", f"--output={output}")
   assert process.returncode == 0, process.stderr
   assert sorted(os.listdir(output)) == ["config.json", "model.safetensors", "tokenizer.model"]
   theirs = transformers.AutoModelForCausalLM.from_pretrained(output).eval()
   assert type(theirs).__name__ == "GPT2LMHeadModel"
-  _, _, tokenizer, graphdef, params = train.load_trained(workdir)
+  _, _, tokenizer, graphdef, params = trained.load_trained(workdir)
   rows = tokenizer.encode_batch(["Call me Ishmael.", "The whale, the whale!"])
   input_ids = np.zeros((len(rows), max(map(len, rows))), np.int32)
   attention_mask = np.arange(input_ids.shape[1])[None] < np.array(list(map(len, rows)))[:, None]

@@ -11,11 +11,12 @@ import tensorflow_datasets as tfds
 from flax import nnx
 
 from conftest import ROOT, load_config
-from jaxssl import finetune
-from jaxssl import finetune_tasks
 from jaxssl import metrics as metrics_lib
 from jaxssl import predict
-from jaxssl import train
+from jaxssl import workdir as workdir_lib
+from jaxssl.core import finetune
+from jaxssl.core import pretrain
+from jaxssl.core.tasks import catalog
 
 
 def small_config(tfds_dir, task="sentiment", **fields):
@@ -97,11 +98,11 @@ def test_unknown_task_is_one_line(tmp_path):
 def test_encoder_from_a_pretraining_workdir(tiny_config, tmp_path):
   tiny_config.num_train_steps = 2
   tiny_config.checkpoint_every = 2
-  train.run(tiny_config, str(tmp_path / "bert"))
+  pretrain.run(tiny_config, str(tmp_path / "bert"))
   config = load_config("bert_finetune")
   config.init_from = str(tmp_path / "bert")
   graphdef, params, tokenizer = finetune.load_encoder(config)
-  batch = finetune_tasks.encode(finetune_tasks.TASKS["sentiment"], tokenizer, [{
+  batch = catalog.encode(catalog.TASKS["sentiment"], tokenizer, [{
       "text": "Call me Ishmael.",
       "label": 1
   }], 64).arrays
@@ -151,13 +152,13 @@ def test_each_task_kind_trains_evaluates_and_predicts(task, tiny_encoder, tfds_d
       eval_every=3,
       **overrides)
   dev = finetune.run(config, str(tmp_path / "run"))
-  metrics = finetune_tasks.TASKS[task].metrics
+  metrics = catalog.TASKS[task].metrics
   assert set(metrics) | {"loss"} <= set(dev) and all(math.isfinite(dev[m]) for m in metrics), dev
   assert any(name.startswith(("majority", "mean_prediction")) for name in dev), dev
 
   predictions = predict.Predictor(str(tmp_path / "run")).predict(records)
   assert len(predictions) == len(records)
-  labels = json.loads((tmp_path / "run" / finetune.LABELS_FILE).read_text())
+  labels = json.loads((tmp_path / "run" / workdir_lib.LABELS_FILE).read_text())
   for record, prediction in zip(records, predictions):
     if task == "rating":
       assert math.isfinite(prediction["score"])
@@ -208,7 +209,7 @@ def test_glue_tasks_go_through_the_same_path(task, tiny_encoder, tmp_path):
       eval_every=2)
   with tfds.testing.mock_data(num_examples=16):  # random texts and labels, offline
     dev = finetune.run(config, str(tmp_path / "run"))
-  assert set(finetune_tasks.TASKS[task].metrics) <= set(dev)
+  assert set(catalog.TASKS[task].metrics) <= set(dev)
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxssl import generation
+from jaxssl.models import generation
 from jaxssl.models import gpt
 
 VOCAB = 97
@@ -18,6 +18,48 @@ PAD = 0
 PROMPTS = [[5, 17, 3, 40, 8, 22], [9, 60], [71, 2, 33, 14]]  # ragged on purpose
 STYLES = ["tiny", "llama-tiny"]  # GPT-2 (learned, LayerNorm, GELU, tied) and Llama (GQA)
 
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _logits_at(graphdef, params, tokens, segment_ids, positions, index):
+  """(B, V) logits at column ``index`` of a full, uncached forward pass."""
+  logits, _ = nnx.merge(graphdef, params)(tokens, positions, segment_ids)
+  return logits[:, index]
+
+
+def generate_without_cache(model_graphdef,
+                           params,
+                           prompts,
+                           *,
+                           max_new_tokens,
+                           temperature=0.0,
+                           top_k=0,
+                           top_p=1.0,
+                           stop_tokens=(),
+                           pad_id,
+                           rng):
+  """``generate`` without a KV cache: re-runs the whole sequence for every token.
+
+  Slow (quadratic): the reference the cached path is tested against. The
+  sequence lives in a fixed (B, P + max_new_tokens) buffer so that it compiles once; causal
+  masking keeps the not-yet-generated columns from influencing the logits read.
+  """
+  cfg = nnx.merge(model_graphdef, params).cfg
+  generation.check_request(cfg, prompts, max_new_tokens, temperature, top_k, top_p)
+  tokens, segment_ids, positions = generation.left_pad(prompts, pad_id, extra=max_new_tokens)
+  prompt_length = tokens.shape[1] - max_new_tokens
+  done = np.zeros(len(prompts), bool)
+  for step in range(max_new_tokens):
+    logits = _logits_at(model_graphdef, params, tokens, segment_ids, positions,
+                        prompt_length + step - 1)
+    token = np.asarray(
+        generation.sample_logits(jax.random.fold_in(rng, step), logits, temperature, top_k, top_p))
+    token = np.where(done, pad_id, token)
+    tokens[:, prompt_length + step] = token
+    done |= np.isin(token, stop_tokens)
+    if done.all():
+      break
+  return generation.until_stop(tokens[:, prompt_length:prompt_length + step + 1], stop_tokens)
 
 def make_model(size, seed=0, **overrides):
   """(graphdef, params) of a random model whose greedy tokens depend on the whole context.
@@ -68,7 +110,7 @@ def greedy(model, prompts, generate=generation.generate, **kwargs):
 
 def test_cached_greedy_tokens_equal_full_recompute(model):
   cached = greedy(model, PROMPTS)
-  assert cached == greedy(model, PROMPTS, generation.generate_without_cache)
+  assert cached == greedy(model, PROMPTS, generate_without_cache)
   assert [len(row) for row in cached] == [8, 8, 8]
   assert len({token for row in cached for token in row}) > 3  # the model is not degenerate
 
@@ -77,7 +119,7 @@ def test_cached_sampling_equals_full_recompute():
   model = make_model("llama-tiny")
   settings = dict(temperature=1.0, top_k=20, top_p=0.9)
   assert (greedy(model, PROMPTS,
-                 **settings) == greedy(model, PROMPTS, generation.generate_without_cache,
+                 **settings) == greedy(model, PROMPTS, generate_without_cache,
                                        **settings))
 
 
@@ -240,7 +282,7 @@ def test_stop_tokens_end_rows_early_while_others_continue():
   for row, whole in zip(stopped, full):
     assert row == (whole[:whole.index(stop)] if stop in whole else whole)
   assert 0 < len(stopped[0]) < 8 and stopped[1] == full[1]
-  assert stopped == greedy(model, PROMPTS, generation.generate_without_cache, stop_tokens=(stop,))
+  assert stopped == greedy(model, PROMPTS, generate_without_cache, stop_tokens=(stop,))
   first_tokens = tuple({row[0] for row in full})
   assert greedy(model, PROMPTS, stop_tokens=first_tokens) == [[], [], []]
 

@@ -9,13 +9,13 @@ import pytest
 from conftest import ROOT, small_gpt_config
 from jaxssl import generate
 from jaxssl import metrics
-from jaxssl import train
+from jaxssl.core import pretrain
 
 
 @pytest.fixture(scope="module")
 def trained_gpt(tfds_dir, tokenizer_path, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("gpt"))
-  return workdir, train.run(small_gpt_config(tfds_dir, tokenizer_path), workdir)
+  return workdir, pretrain.run(small_gpt_config(tfds_dir, tokenizer_path), workdir)
 
 
 def test_loss_falls_below_the_unigram_model(trained_gpt):
@@ -55,7 +55,7 @@ def test_generate_cli_rejects_bad_prompts(trained_gpt, prompt, expected):
 
 def test_generate_cli_rejects_a_bert_workdir(tmp_path, tiny_config):
   tiny_config.num_train_steps = 1
-  train.run(tiny_config, str(tmp_path))
+  pretrain.run(tiny_config, str(tmp_path))
   process = subprocess.run(
       [sys.executable, "-m", "jaxssl.generate", f"--workdir={tmp_path}", "--prompt=hello"],
       cwd=ROOT,

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl import heads
+from jaxssl.core.tasks import heads
+from jaxssl.core.tasks import kinds
 from jaxssl.data import finetuning
 from jaxssl.models import bert
 
@@ -46,7 +47,7 @@ def dense(kernel, bias):
                                                ("token_classification", 5),
                                                ("question_answering", 2)])
 def test_init_is_truncated_normal_kernels_and_zero_biases(name, num_outputs):
-  params = heads.HEADS[name].init(jax.random.key(0), 64, num_outputs)
+  params = kinds.KINDS[name].head.init(jax.random.key(0), 64, num_outputs)
   for layer in params.values():
     kernel = np.asarray(layer["kernel"])
     assert kernel.shape[0] == 64 and layer["bias"].shape == kernel.shape[1:]
@@ -59,7 +60,7 @@ def test_init_is_truncated_normal_kernels_and_zero_biases(name, num_outputs):
 @pytest.mark.parametrize("name, num_outputs", [("regression", 3), ("question_answering", 1)])
 def test_fixed_output_heads_reject_other_counts(name, num_outputs):
   with pytest.raises(ValueError, match=f"got num_outputs={num_outputs}"):
-    heads.HEADS[name].init(jax.random.key(0), 8, num_outputs)
+    kinds.KINDS[name].head.init(jax.random.key(0), 8, num_outputs)
 
 
 CLASSIFIER = [[1.0, -1.0, 0.0], [2.0, 0.0, 1.0]]
@@ -79,7 +80,6 @@ def test_classification_logits_come_from_the_pooled_cls_state():
   other_tokens[:, 1] = 0.0
   np.testing.assert_allclose(
       heads.apply_classification(CLASSIFICATION_PARAMS, jnp.asarray(other_tokens), {}), logits)
-  assert heads.HEADS["pair_classification"] == heads.HEADS["classification"]
 
 
 def test_dropout_only_with_an_rng():
@@ -174,7 +174,7 @@ def encoder_batch():
 
 
 @pytest.mark.parametrize("name, num_outputs, labels", [
-    ("pair_classification", 2, [1, 0]),
+    ("classification", 2, [1, 0]),  # a sentence pair is one row: the same head
     ("regression", 1, [0.5, -1.0]),
     ("token_classification", 3, None),
     ("question_answering", 2, None),
@@ -182,7 +182,7 @@ def encoder_batch():
 def test_every_head_trains_on_encoder_output(encoder_batch, name, num_outputs, labels):
   sequence, batch = encoder_batch
   batch = {**batch, "labels": batch["token_labels"] if labels is None else jnp.array(labels)}
-  head = heads.HEADS[name]
+  head = kinds.KINDS[name].head
 
   @jax.jit
   def mean_loss(params, rng):

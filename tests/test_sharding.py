@@ -26,7 +26,7 @@ from conftest import small_bert_config
 from conftest import small_gpt_config
 from jaxssl import metrics
 from jaxssl import sharding_report
-from jaxssl import train
+from jaxssl.core import pretrain
 from test_train import final_params
 
 ONE_DEVICE = dict(data=1, fsdp=1, tensor=1)
@@ -75,7 +75,7 @@ def main(side, configs_file, out_dir):
       json.dump(held, f)
   for name, mesh in TENSOR_PARALLEL.items():
     configs[name].mesh.update(mesh if side == "eight" else ONE_DEVICE)
-    train.run(configs[name], os.path.join(out_dir, name))
+    pretrain.run(configs[name], os.path.join(out_dir, name))
 
 
 @pytest.fixture(scope="module")

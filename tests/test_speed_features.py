@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxssl import families
 from jaxssl import sharding
-from jaxssl import steps
-from jaxssl import train
 from jaxssl.models import bert
 from jaxssl.models import gpt
 from jaxssl.models import layers
+from jaxssl.core import objectives
+from jaxssl.core import pretrain
+from jaxssl.core import steps
+from jaxssl.core.objectives import bert as bert_objective
+from jaxssl.core.objectives import gpt as gpt_objective
 
 VOCAB, BATCH, LENGTH = 300, 8, 24
 SPECIAL = dict(special_ids=(0, 2, 3, 4), vocab_size=VOCAB, first_regular_id=5, mask_id=4, pad_id=0)
@@ -72,12 +74,12 @@ def model_and_step(family, accumulation_steps=1, **model_fields):
   if family == "bert":
     cfg = bert.BertConfig.from_dict({**fields, "attention_dropout_rate": 0.0})
     graphdef, params = nnx.split(bert.BertForPretraining(cfg, nnx.Rngs(0)), nnx.Param)
-    step = steps.make_bert_train_step(graphdef, optimizer, OPTIONS, SPECIAL, accumulation_steps)
+    step = bert_objective.make_train_step(graphdef, optimizer, OPTIONS, SPECIAL, accumulation_steps)
     batch = bert_batch(rng)
   else:
     cfg = gpt.GPTConfig.from_dict(fields)
     graphdef, params = nnx.split(gpt.GPT(cfg, nnx.Rngs(0)), nnx.Param)
-    step = steps.make_gpt_train_step(graphdef, optimizer, accumulation_steps)
+    step = gpt_objective.make_train_step(graphdef, optimizer, accumulation_steps)
     batch = gpt_batch(rng)
   state = steps.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
   return state, jax.jit(step), batch
@@ -114,20 +116,20 @@ def loss_and_grads(family, remat="none", scan_layers=False):
   if family == "bert":
     cfg = bert.BertConfig.from_dict({**fields, "attention_dropout_rate": 0.1})
     graphdef, params = nnx.split(bert.BertForPretraining(cfg, nnx.Rngs(0)), nnx.Param)
-    batch = steps.mask_batch(
+    batch = bert_objective.mask_batch(
         jax.tree.map(jnp.asarray, bert_batch(rng)), jax.random.key(1), OPTIONS, SPECIAL)
 
     def loss_fn(params):
-      outputs = steps.bert_outputs(graphdef, params, batch, SPECIAL["pad_id"], jax.random.key(2))
-      sums = steps.bert_sums(outputs, batch)
+      outputs = bert_objective.model_outputs(graphdef, params, batch, SPECIAL["pad_id"], jax.random.key(2))
+      sums = bert_objective.metric_sums(outputs, batch)
       return sums["mlm_loss_sum"] + sums["nsp_loss_sum"]
   else:
     graphdef, params = nnx.split(gpt.GPT(gpt.GPTConfig.from_dict(fields), nnx.Rngs(0)), nnx.Param)
     batch = gpt_batch(rng)
 
     def loss_fn(params):
-      logits = steps.gpt_logits(graphdef, params, batch, jax.random.key(2))
-      return steps.gpt_sums(logits, batch)["lm_loss_sum"]
+      logits = gpt_objective.model_logits(graphdef, params, batch, jax.random.key(2))
+      return gpt_objective.metric_sums(logits, batch)["lm_loss_sum"]
 
   return jax.jit(jax.value_and_grad(loss_fn))(params)
 
@@ -191,7 +193,7 @@ def test_cudnn_attention_is_refused_off_gpu_before_training(tiny_config):
   tiny_config.model.attention_implementation = "cudnn"
   mesh = sharding.make_mesh(tiny_config.mesh)
   with pytest.raises(ValueError, match="'cudnn' needs an NVIDIA GPU.*this run: cpu, float32"):
-    train.check_config(tiny_config, families.family(tiny_config), mesh)
+    pretrain.check_config(tiny_config, objectives.get(tiny_config), mesh)
 
 
 @pytest.mark.parametrize("accumulation_steps", [0, 3])
@@ -199,19 +201,19 @@ def test_accumulation_steps_must_split_the_batch(tiny_config, accumulation_steps
   tiny_config.grad_accumulation_steps = accumulation_steps
   mesh = sharding.make_mesh(tiny_config.mesh)
   with pytest.raises(ValueError, match=f"grad_accumulation_steps={accumulation_steps} must"):
-    train.check_config(tiny_config, families.family(tiny_config), mesh)
+    pretrain.check_config(tiny_config, objectives.get(tiny_config), mesh)
 
 
 @pytest.mark.slow
 def test_training_with_every_speed_feature_matches_the_plain_run(tiny_config, tmp_path):
-  """train.run end to end: accumulation, remat and scan together lose what the plain run does."""
+  """pretrain.run end to end: accumulation, remat and scan together lose what the plain run does."""
   tiny_config.num_train_steps = tiny_config.eval_every = tiny_config.checkpoint_every = 4
   tiny_config.log_every = 2
   tiny_config.eval_batches = 1
-  plain = train.run(tiny_config, str(tmp_path / "plain"))
+  plain = pretrain.run(tiny_config, str(tmp_path / "plain"))
   tiny_config.grad_accumulation_steps = 2
   tiny_config.model.remat = "full"
   tiny_config.model.scan_layers = True
-  fast = train.run(tiny_config, str(tmp_path / "fast"))
+  fast = pretrain.run(tiny_config, str(tmp_path / "fast"))
   for name in ("mlm_loss", "nsp_loss", "mlm_accuracy"):
     np.testing.assert_allclose(fast[name], plain[name], rtol=1e-4, err_msg=name)

@@ -6,8 +6,9 @@ import logging
 import pytest
 import tensorflow_datasets as tfds
 
-from jaxssl import qa_metrics
-from jaxssl.data import corpora, squad
+from jaxssl.core.tasks import qa_metrics
+from jaxssl.data import corpora
+from jaxssl.data.builders import squad
 
 # pylint: disable=protected-access
 

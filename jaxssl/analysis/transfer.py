@@ -6,7 +6,7 @@
 Each ``--pretrained`` workdir is a jaxssl BERT pretraining run (e.g. configs/bert_pretrain.py
 with ``corpus=bilingual``: one vocabulary over English and Chinese). From each, and from the
 first one's architecture and tokenizer with random weights (``scratch:PATH``), two fine-tuning
-runs (``jaxssl.finetune.run`` with configs/bert_finetune.py and ``BUDGET``) go in
+runs (``jaxssl.core.finetune.run`` with configs/bert_finetune.py and ``BUDGET``) go in
 ``WORKDIR/<name>/``:
 
 - ``sentiment_en``: English sentences (``--en_dataset``), evaluated on their own dev split and,
@@ -24,22 +24,22 @@ what it learnt of each language. A finished run is read back, not run again. Wri
 import json
 import os
 import pathlib
-import sys
 
 import jax
 import numpy as np
-from absl import app
 from absl import flags
-from absl import logging
 from matplotlib import figure
 
-from jaxssl import finetune
-from jaxssl import finetune_tasks
+from jaxssl import cli
 from jaxssl import metrics as metrics_lib
 from jaxssl import predict
-from jaxssl import steps
 from jaxssl import suite
-from jaxssl import train
+from jaxssl import workdir as workdir_lib
+from jaxssl.core import finetune
+from jaxssl.core import rng as rng_lib
+from jaxssl.core import steps
+from jaxssl.core import trained
+from jaxssl.core.tasks import kinds
 from jaxssl.data import corpora
 from jaxssl.data import pretraining
 
@@ -81,7 +81,7 @@ def check_pretrained(paths):
   """{run name: path} of BERT pretraining workdirs with a checkpoint; anything else is an error."""
   names = {}
   for path in paths:
-    config = train.load_run_config(path)
+    config = workdir_lib.read_config(path)
     if config.get("objective") != "bert":
       raise ValueError(f"workdir {path} holds a {config.get('objective')!r} run, not BERT "
                        "pretraining; pass workdirs of configs/bert_pretrain.py runs.")
@@ -123,7 +123,7 @@ def majority_on(dataset, split, eval_split, data_dir):
   majority = corpora.label_names(dataset, data_dir)[np.bincount(labels).argmax()]
   dev = np.array([e["label"] for e in corpora.load_examples(ZH_DATASET, eval_split, data_dir)])
   predictions = np.full_like(dev, corpora.label_names(ZH_DATASET, data_dir).index(majority))
-  scores = {name: float(finetune_tasks.METRICS[name](dev, predictions)) for name in METRICS}
+  scores = {name: float(kinds.METRICS[name](dev, predictions)) for name in METRICS}
   return {**scores, "examples": len(dev), "label": majority}
 
 
@@ -173,7 +173,7 @@ def run_transfer(workdir, pretrained, en_dataset, data_dir=None, budget=None, la
 def pretraining_summary(path, languages, data_dir):
   """What a pretraining workdir trained on, its last evaluation, and its MLM accuracy on each
   language's validation documents."""
-  config = train.load_run_config(path)
+  config = workdir_lib.read_config(path)
   evaluations = [r for r in metrics_lib.read_metrics(path) if r["split"] == "eval"]
   last = evaluations[-1] if evaluations else {}
   return {
@@ -190,21 +190,21 @@ def pretraining_summary(path, languages, data_dir):
 def mlm_accuracies(path, languages, data_dir):
   """{language: MLM accuracy} of the BERT pretrained in ``path`` on the validation documents of
   each corpus in ``languages``, paired, masked and batched as its own evaluation is."""
-  config, family, tokenizer, graphdef, params = train.load_trained(path)
-  _, eval_step = family.steps(graphdef, steps.make_optimizer(config)[0], tokenizer)
+  config, objective, tokenizer, graphdef, params = trained.load_trained(path)
+  _, eval_step = objective.steps(graphdef, steps.make_optimizer(config)[0], tokenizer)
   eval_step = jax.jit(eval_step)
-  rng = jax.random.key(config.seed + 1)  # train.run's evaluation key
+  rng = rng_lib.run_key(config.seed, "eval")  # pretraining's evaluation key
   accuracies = {}
   for language, dataset in languages.items():
     documents = pretraining.tokenize_documents(
         tokenizer, corpora.load_texts(dataset, config.eval_split, data_dir, config.text_key))
-    _, batches = family.batches(tokenizer, documents, documents,
+    _, batches = objective.batches(tokenizer, documents, documents,
                                 dict(process_index=0, process_count=1))
     sums = [
         eval_step(params, batch, jax.random.fold_in(rng, index))
         for index, batch in enumerate(batches)
     ]
-    accuracies[language] = steps.summarize(jax.tree.map(lambda *parts: sum(parts),
+    accuracies[language] = objective.summarize(jax.tree.map(lambda *parts: sum(parts),
                                                         *sums))["mlm_accuracy"]
   return accuracies
 
@@ -279,19 +279,11 @@ def plot(results, path):
   fig.savefig(path, dpi=110)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
+def main():
   workdir = flags.FLAGS.workdir
-  try:
-    budget = dict(
-        learning_rate=flags.FLAGS.learning_rate, num_train_steps=flags.FLAGS.num_train_steps)
-    results = run_transfer(workdir, flags.FLAGS.pretrained, flags.FLAGS.en_dataset,
-                           flags.FLAGS.data_dir, budget)
-  except (ValueError, FileNotFoundError) as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
+  budget = dict(learning_rate=flags.FLAGS.learning_rate, num_train_steps=flags.FLAGS.num_train_steps)
+  results = run_transfer(workdir, flags.FLAGS.pretrained, flags.FLAGS.en_dataset,
+                         flags.FLAGS.data_dir, budget)
   markdown = tables(results)
   pathlib.Path(workdir, "transfer.md").write_text(markdown + "\n", encoding="utf-8")
   pathlib.Path(workdir, "transfer.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
@@ -301,5 +293,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags)

@@ -16,19 +16,21 @@ checkpoint (``init_from``) has that checkpoint's ``tokenizer.json`` instead, whi
 transformers reads.
 """
 
-import sys
-
-from absl import app
 from absl import flags
-from absl import logging
 from flax import nnx
 
-from jaxssl import families
-from jaxssl import train
+from jaxssl import cli
+from jaxssl import workdir as workdir_lib
 from jaxssl.convert import hf_bert
 from jaxssl.convert import hf_gpt
+from jaxssl.core import trained
 
-SAVERS = {"bert": hf_bert.save_hf_bert, "gpt": hf_gpt.save_hf_gpt}  # by the run's objective
+# By the run's objective: (a check that the model config has a transformers counterpart, run
+# before any weight is read; the writer).
+EXPORTERS = {
+    "bert": (lambda model_config: None, hf_bert.save_hf_bert),
+    "gpt": (hf_gpt.hf_config, hf_gpt.save_hf_gpt),
+}
 
 
 def define_flags():
@@ -41,30 +43,20 @@ def define_flags():
 
 def export_workdir(workdir, output):
   """Writes the model trained in ``workdir`` and its tokenizer to ``output`` (see above)."""
-  config = train.load_run_config(workdir)  # checked before restoring any weights
-  if config.objective not in SAVERS:
+  config = workdir_lib.read_config(workdir)  # checked before restoring any weights
+  if config.objective not in EXPORTERS:
     raise ValueError(f"workdir {workdir} holds a {config.objective!r} run; only "
-                     f"{' and '.join(SAVERS)} runs can be exported.")
-  if config.objective == "gpt":  # the architecture has a transformers counterpart
-    hf_gpt.hf_config(
-        families.family(config, train.workdir_model_config(config, workdir)).model_config)
-  _, _, _, graphdef, params = train.load_trained(workdir)
-  SAVERS[config.objective](
-      nnx.merge(graphdef, params), output, extra_files=train.tokenizer_files(workdir))
+                     f"{' and '.join(EXPORTERS)} runs can be exported.")
+  check, save = EXPORTERS[config.objective]
+  check(trained.run_objective(config, workdir).model_config)
+  _, _, _, graphdef, params = trained.load_trained(workdir)
+  save(nnx.merge(graphdef, params), output, extra_files=workdir_lib.tokenizer_files(workdir))
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
-  try:
-    export_workdir(flags.FLAGS.workdir, flags.FLAGS.output)
-  except ValueError as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
+def main():
+  export_workdir(flags.FLAGS.workdir, flags.FLAGS.output)
   print(f"Wrote {flags.FLAGS.output}")
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags)

@@ -75,6 +75,7 @@ class BertEncoder(nnx.Module):
     x = (self.token_embed(input_ids) + self.position_embed(jnp.arange(length))[None] +
          segments @ segment_table)  # (B, T, D)
     x = layers.dropout(self.embed_norm(x), self.cfg.dropout_rate, embed_rng)
+    x = layers.constrain(x, layers.BATCH, layers.LENGTH, layers.EMBED)  # (B, T, D)
     mask = attention_mask[:, None, None, :]  # (B, 1, 1, S): every query sees every real key.
     call = lambda block, x, rng: block(x, mask, rng)
     hidden_states = [x, *layers.run_blocks(self.blocks, x, block_rngs, self.cfg, call)]

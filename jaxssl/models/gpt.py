@@ -207,9 +207,12 @@ class CausalSelfAttention(nnx.Module):
     """x: (B, T, D); positions: (B, T); mask: (B, 1, T, S). Returns (B, T, D) and the cache."""
     cfg = self.cfg
     batch, length, _ = x.shape
-    q = self.query(x).reshape(batch, length, cfg.num_heads, cfg.head_size)  # (B, T, N, H)
-    k = self.key(x).reshape(batch, length, cfg.kv_heads, cfg.head_size)  # (B, T, K, H)
-    v = self.value(x).reshape(batch, length, cfg.kv_heads, cfg.head_size)  # (B, T, K, H)
+    heads = lambda y, count: layers.constrain(
+        y.reshape(batch, length, count, cfg.head_size), layers.BATCH, layers.LENGTH, layers.HEADS,
+        None)
+    q = heads(self.query(x), cfg.num_heads)  # (B, T, N, H)
+    k = heads(self.key(x), cfg.kv_heads)  # (B, T, K, H)
+    v = heads(self.value(x), cfg.kv_heads)  # (B, T, K, H)
     if cfg.positions == "rotary":
       q, k = apply_rotary(q, positions, cfg.rope_theta), apply_rotary(k, positions, cfg.rope_theta)
     if cache is None:
@@ -275,6 +278,7 @@ class GPT(nnx.Module):
     if self.position_embed is not None:
       x = x + self.position_embed(positions)
     x = layers.dropout(x, self.cfg.dropout_rate, embed_rng)
+    x = layers.constrain(x, layers.BATCH, layers.LENGTH, layers.EMBED)  # (B, T, D)
     mask, cache = self.attention_mask(segment_ids, cache)
     if cache is None:
       call = lambda block, x, rng: block(x, positions, mask, dropout_rng=rng)[0]

@@ -1,7 +1,9 @@
 """Transformer building blocks shared by the BERT encoder and the GPT decoder.
 
-Every parameter carries logical axis names (``embed``, ``mlp``, ``heads``, ``vocab``…);
-``jaxssl.sharding`` maps them onto mesh axes. Model code never names a mesh axis.
+Every parameter carries logical axis names (``embed``, ``mlp``, ``heads``, ``vocab``…) and the
+main activations are constrained by logical names too (``constrain``: ``BATCH``, ``LENGTH``,
+``EMBED``, ``HEADS``, ``MLP``); ``jaxssl.sharding`` maps both onto mesh axes. Model code never
+names a mesh axis.
 Shape letters: B batch, T query length, S key length, D hidden, N heads, H head dim.
 """
 
@@ -9,7 +11,15 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+from flax import linen
 from flax import nnx
+
+# Logical names of activation axes (``constrain``), apart from the parameters' own names.
+BATCH = "activation_batch"
+LENGTH = "activation_length"
+EMBED = "activation_embed"
+HEADS = "activation_heads"
+MLP_HIDDEN = "activation_mlp"
 
 
 def config_from_dict(config_class, presets, fields):
@@ -30,6 +40,14 @@ def config_from_dict(config_class, presets, fields):
 def axes(*names):
   """Parameter metadata naming its logical axes (sharded later, never at creation)."""
   return {"out_sharding": names, "eager_sharding": False}
+
+
+def constrain(x, *names):
+  """``x`` laid out as its logical axis ``names`` map onto the mesh, when a run sets logical
+  rules under a mesh (``jaxssl.sharding.activation_rules``), so XLA keeps activations where the
+  mesh asks (rows over data x fsdp, heads and MLP over tensor); unchanged otherwise (one device,
+  generation, tests without a mesh)."""
+  return linen.with_logical_constraint(x, names)
 
 
 def dropout(x, rate, rng):
@@ -140,7 +158,9 @@ class SelfAttention(nnx.Module):
     # x: (B, T, D); mask: (B, 1, T, S) bool, True where attention is allowed.
     batch, length, _ = x.shape
     split = lambda y: y.reshape(batch, length, self.num_heads, self.head_dim)
-    q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))  # (B, T, N, H)
+    q, k, v = (
+        constrain(split(projection(x)), BATCH, LENGTH, HEADS, None)
+        for projection in (self.query, self.key, self.value))  # (B, T, N, H)
     if dropout_rng is None or self.attention_dropout_rate == 0.0:
       if self.implementation == "cudnn":  # cuDNN takes the mask as a bias of full (T, S) size.
         mask = jnp.broadcast_to(mask, (batch, 1, length, mask.shape[-1]))  # (B, 1, T, S)
@@ -172,7 +192,8 @@ class MLP(nnx.Module):
     self.down = dense(cfg.mlp_dim, cfg.hidden_size, "mlp", "embed", cfg, rngs, use_bias=use_bias)
 
   def __call__(self, x):  # (B, T, D) -> (B, T, D)
-    return self.down(jax.nn.gelu(self.up(x), approximate=self.tanh_gelu))
+    hidden = constrain(self.up(x), BATCH, LENGTH, MLP_HIDDEN)  # (B, T, M)
+    return self.down(jax.nn.gelu(hidden, approximate=self.tanh_gelu))
 
 
 class SwiGLU(nnx.Module):
@@ -185,7 +206,8 @@ class SwiGLU(nnx.Module):
     self.down = dense(m, d, "mlp", "embed", cfg, rngs, use_bias=use_bias)
 
   def __call__(self, x):  # (B, T, D) -> (B, T, D)
-    return self.down(jax.nn.silu(self.gate(x)) * self.up(x))
+    hidden = jax.nn.silu(self.gate(x)) * self.up(x)  # (B, T, M)
+    return self.down(constrain(hidden, BATCH, LENGTH, MLP_HIDDEN))
 
 
 class PostLNBlock(nnx.Module):
@@ -219,7 +241,8 @@ def run_blocks(blocks, x, rngs, cfg, call):
   layer_states = [nnx.state(block) for block in blocks]
 
   def apply(x, state, rng):
-    return call(nnx.merge(graphdef, state), x, rng)
+    x = call(nnx.merge(graphdef, state), x, rng)
+    return constrain(x, BATCH, LENGTH, EMBED)  # (B, T, D)
 
   if cfg.remat != "none":
     apply = jax.checkpoint(apply, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)

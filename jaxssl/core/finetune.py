@@ -1,8 +1,9 @@
 """``run(config, workdir)``: fine-tunes a BERT encoder + head on a task
-(``jaxssl.finetune_tasks.TASKS``): classification, regression, tagging or extractive QA.
+(``jaxssl.core.tasks.catalog.TASKS``) of any kind (``jaxssl.core.tasks.kinds``).
 
 The state is a plain pytree ``{"encoder": nnx.State, "head": dict}`` trained by
-``steps.make_train_step`` on one device (no mesh: fine-tuning a small encoder needs none).
+``steps.make_train_step`` in ``jaxssl.core.trainer``'s loop on one device (no mesh:
+fine-tuning a small encoder needs none).
 Dev metrics are computed on the host from the predictions (scikit-learn, SciPy, SQuAD's
 official answer matching), next to a baseline that ignores the text.
 
@@ -11,30 +12,28 @@ A finished workdir holds what ``jaxssl.predict`` needs: the config, the encoder'
 """
 
 import dataclasses
-import json
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from tqdm import tqdm
 
-from jaxssl import checkpoint
-from jaxssl import finetune_tasks
-from jaxssl import heads
 from jaxssl import metrics as metrics_lib
 from jaxssl import pretrained
-from jaxssl import steps
-from jaxssl import train
+from jaxssl import workdir as workdir_lib
+from jaxssl.core import rng as rng_lib
+from jaxssl.core import steps
+from jaxssl.core import trained
+from jaxssl.core import trainer
+from jaxssl.core.objectives import bert as bert_objective
+from jaxssl.core.tasks import catalog
+from jaxssl.core.tasks import kinds
 from jaxssl.data import corpora
 from jaxssl.models import bert
 
 # init_from="scratch" takes this checkpoint's config and tokenizer; "scratch:PATH" those of PATH.
 SCRATCH_SHAPE = "minilm"
-LABELS_FILE = "labels.json"  # the class (tag) names of a classification (tagging) run, else null
-HEAD_OUTPUTS = {"regression": 1, "question_answering": 2}  # heads whose width is not a label set
 
 
 def load_encoder(config):
@@ -46,10 +45,10 @@ def load_encoder(config):
   prefix, _, shape = config.init_from.partition(":")
   scratch = prefix == "scratch"
   path = (shape or SCRATCH_SHAPE) if scratch else config.init_from
-  if (os.path.exists(os.path.join(path, "config.json")) and
-      "objective" in train.load_run_config(path)):  # a jaxssl workdir, not a Hugging Face one
-    run_config, _, tokenizer, graphdef, run_params = train.load_trained(path)
-    if run_config.objective != "bert":
+  if (workdir_lib.has_config(path) and
+      "objective" in workdir_lib.read_config(path)):  # a jaxssl workdir, not a Hugging Face one
+    run_config, _, tokenizer, graphdef, run_params = trained.load_trained(path)
+    if run_config.objective != bert_objective.Objective.name:
       raise ValueError(f"init_from={path!r} holds a {run_config.objective!r} run; fine-tuning "
                        "needs a BERT pretraining workdir.")
     encoder = nnx.merge(graphdef, run_params).encoder
@@ -57,12 +56,13 @@ def load_encoder(config):
     params = nnx.state(encoder)
   else:
     loaded = pretrained.load(path, **rates)
-    if loaded.objective != "bert":
+    if loaded.objective != bert_objective.Objective.name:
       raise ValueError(f"init_from={path!r} is a {loaded.objective.upper()} decoder; fine-tuning "
                        "needs a BERT encoder such as 'minilm'.")
     cfg, params, tokenizer = loaded.model.cfg, nnx.state(loaded.model), loaded.tokenizer
   if scratch:
-    params = nnx.state(bert.BertEncoder(cfg, nnx.Rngs(config.seed)))
+    params = nnx.state(bert.BertEncoder(cfg, nnx.Rngs(params=rng_lib.run_key(config.seed,
+                                                                             "params"))))
   if config.max_seq_length > cfg.max_position:
     raise ValueError(f"max_seq_length={config.max_seq_length} exceeds the encoder's position "
                      f"table ({cfg.max_position}); lower it.")
@@ -84,10 +84,8 @@ def make_forward(graphdef, head, dropout_rate):
 
 
 def make_steps(forward, head, optimizer):
-  """The jitted ``train_step(state, batch, rng) -> (state, sums)``,
-  ``eval_step(params, batch) -> (outputs, sums)`` and ``predict_step(params, batch) ->
-  (outputs, {})`` (no targets needed); sums hold ``loss``, maybe ``accuracy``, and their
-  ``weight``."""
+  """The jitted ``train_step(state, batch, rng) -> (state, sums)`` and ``eval_step(params,
+  batch) -> (outputs, sums)``; sums hold ``loss``, maybe ``accuracy``, and their ``weight``."""
 
   def sums_of(outputs, batch):
     sums, weight = head.loss(outputs, batch)
@@ -101,20 +99,20 @@ def make_steps(forward, head, optimizer):
     outputs = forward(params, batch, None)
     return outputs, sums_of(outputs, batch)
 
-  def predict_step(params, batch):
-    return forward(params, batch, None), {}
-
   train_step = steps.make_train_step(loss_fn, optimizer)
-  return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step), jax.jit(predict_step)
+  return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
+
+
+def make_predict_step(forward):
+  """The jitted ``predict_step(params, batch) -> (outputs, {})``: no targets needed."""
+  return jax.jit(lambda params, batch: (forward(params, batch, None), {}))
 
 
 def summarize(sums, num_steps):
   """Host-side means of summed ``loss``/``accuracy`` (per example) and ``grad_norm`` (per step)."""
   weight = max(float(sums["weight"]), 1.0)
   means = {name: float(sums[name]) / weight for name in ("loss", "accuracy") if name in sums}
-  if "grad_norm" in sums:
-    means["grad_norm"] = float(sums["grad_norm"]) / num_steps
-  return means
+  return steps.with_grad_norm(means, sums, num_steps)
 
 
 def train_indices(num_rows, batch_size, seed):
@@ -158,14 +156,14 @@ def evaluate(eval_step, params, task, rows, config):
   outputs, sums = run_model(eval_step, params, rows.arrays, config.batch_size)
   return {
       "loss": summarize(sums, 1)["loss"],
-      **finetune_tasks.score(task, rows, outputs, config.n_best, config.max_answer_length)
+      **catalog.score(task, rows, outputs, config.n_best, config.max_answer_length)
   }
 
 
 def encode_split(config, task, tokenizer, split, num_labels):
-  """The split's ``finetune_tasks.Rows``, and a line on what was skipped or cut."""
+  """The split's ``catalog.Rows``, and a line on what was skipped or cut."""
   examples = corpora.load_examples(task.dataset, split, config.data_dir)
-  rows = finetune_tasks.encode(
+  rows = catalog.encode(
       task,
       tokenizer,
       examples,
@@ -191,49 +189,56 @@ def encode_split(config, task, tokenizer, split, num_labels):
 
 def save_for_prediction(workdir, config, encoder_cfg, tokenizer, label_names):
   """Everything but the parameters that ``jaxssl.predict`` needs to rebuild the model."""
-  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-    f.write(config.to_json(indent=2))
-  with open(os.path.join(workdir, train.MODEL_CONFIG_FILE), "w", encoding="utf-8") as f:
-    json.dump(dataclasses.asdict(encoder_cfg), f, indent=2)
-  with open(os.path.join(workdir, LABELS_FILE), "w", encoding="utf-8") as f:
-    json.dump(label_names, f)
+  workdir_lib.write_config(workdir, config)
+  workdir_lib.write_model_config(workdir, encoder_cfg)
+  workdir_lib.write_labels(workdir, label_names)
   tokenizer.save(workdir)
+
+
+def train_batches(rows, batch_size, seed):
+  """Endless ``(batch, counts)`` of training rows for ``trainer.train``."""
+  ones = np.ones((batch_size,), np.float32)
+  for batch_indices in train_indices(len(rows.example_of_row), batch_size, seed):
+    batch = {key: value[batch_indices] for key, value in rows.arrays.items()}
+    counts = {"rows": batch_size, "tokens": int(batch["attention_mask"].sum())}
+    yield {**batch, "example_weights": ones}, counts
 
 
 def run(config, workdir):
   """Fine-tunes ``config.init_from`` on ``config.task``; returns the final dev metrics, each
-  with its text-blind baseline (``finetune_tasks.baseline``)."""
+  with its text-blind baseline (``catalog.baseline``)."""
   # --- Checks and data, before anything is written to the workdir.
-  task = finetune_tasks.get_task(config.task, config.dataset)
-  if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+  task = catalog.get_task(config.task, config.dataset)
+  kind = kinds.get(task.kind)
+  if workdir_lib.has_metrics(workdir):
     raise ValueError(f"workdir {workdir} already holds a fine-tuning run (fine-tuning does not "
                      "resume); use a new --workdir.")
   graphdef, encoder_params, tokenizer = load_encoder(config)
-  has_classes = task.kind in ("classification", "token_classification")
-  label_names = corpora.label_names(task.dataset, config.data_dir,
-                                    task.label_key) if has_classes else None
-  num_labels = len(label_names) if has_classes else None
+  label_names = (None if kind.num_outputs else corpora.label_names(
+      task.dataset, config.data_dir, task.label_key))
+  num_labels = len(label_names) if label_names else None
   eval_split = config.eval_split or task.dev_split
   train_rows, train_report = encode_split(config, task, tokenizer, config.train_split, num_labels)
   dev_rows, dev_report = encode_split(config, task, tokenizer, eval_split, num_labels)
-  text_blind = finetune_tasks.baseline(task, train_rows, dev_rows)
+  text_blind = catalog.baseline(task, train_rows, dev_rows)
 
   # --- Every check passed: the workdir is written from here on.
   os.makedirs(workdir, exist_ok=True)
   encoder_cfg = nnx.merge(graphdef, encoder_params).cfg
   save_for_prediction(workdir, config, encoder_cfg, tokenizer, label_names)
 
-  head = heads.HEADS[task.kind]
-  rng = jax.random.key(config.seed)
-  head_rng, train_rng = jax.random.split(rng)
   params = {
-      "encoder": encoder_params,
-      "head": head.init(head_rng, encoder_cfg.hidden_size, num_labels or HEAD_OUTPUTS[task.kind])
+      "encoder":
+          encoder_params,
+      "head":
+          kind.head.init(
+              rng_lib.run_key(config.seed, "head"), encoder_cfg.hidden_size,
+              kind.num_outputs or num_labels)
   }
   optimizer, schedule = steps.make_optimizer(config)
   state = steps.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
-  forward = make_forward(graphdef, head, config.dropout_rate)
-  train_step, eval_step, _ = make_steps(forward, head, optimizer)
+  forward = make_forward(graphdef, kind.head, config.dropout_rate)
+  train_step, eval_step = make_steps(forward, kind.head, optimizer)
 
   # --- Train loop.
   writer = metrics_lib.MetricWriter(workdir)
@@ -246,31 +251,30 @@ def run(config, workdir):
               f"dev_{key}": value for key, value in dev_report.items()
           }
       })
-  indices = train_indices(len(train_rows.example_of_row), config.batch_size, config.seed)
-  ones = np.ones((config.batch_size,), np.float32)
-  dev_metrics = {}
-  window_sums, window_steps, window_start = None, 0, time.perf_counter()
-  for step in tqdm(
-      range(1, config.num_train_steps + 1), desc=f"finetune {config.task}", dynamic_ncols=True):
-    batch_indices = next(indices)
-    batch = {key: value[batch_indices] for key, value in train_rows.arrays.items()}
-    state, sums = train_step(state, {**batch, "example_weights": ones}, train_rng)
-    window_sums = sums if window_sums is None else jax.tree.map(jnp.add, window_sums, sums)
-    window_steps += 1
-    if step % config.log_every == 0 or step == config.num_train_steps:
-      train_metrics = summarize(jax.device_get(window_sums), window_steps)
-      elapsed = time.perf_counter() - window_start
-      train_metrics["rows_per_second"] = window_steps * config.batch_size / elapsed
-      train_metrics["learning_rate"] = float(schedule(step))
-      writer.write(step, "train", train_metrics)
-      window_sums, window_steps, window_start = None, 0, time.perf_counter()
-    if step % config.eval_every == 0 or step == config.num_train_steps:
-      dev_metrics = {**evaluate(eval_step, state.params, task, dev_rows, config), **text_blind}
-      writer.write(step, "eval", dev_metrics)
+  checkpointer = workdir_lib.checkpointer(workdir, keep=1)
+  state, _, dev_metrics = trainer.train(
+      state,
+      train_step=train_step,
+      batches=train_batches(train_rows, config.batch_size, config.seed),
+      rng=rng_lib.run_key(config.seed, "train"),
+      start_step=0,
+      num_steps=config.num_train_steps,
+      summarize=summarize,
+      evaluate=lambda state: {
+          **evaluate(eval_step, state.params, task, dev_rows, config),
+          **text_blind
+      },
+      # Fine-tuning does not resume yet, so only the final parameters are kept (for predict).
+      save=lambda step, state: checkpointer.save(step, state.params, {}),
+      writer=writer,
+      schedule=schedule,
+      log_every=config.log_every,
+      eval_every=config.eval_every,
+      checkpoint_every=config.num_train_steps,
+      description=f"finetune {config.task}",
+      progress_metric="loss",
+      stop_on_sigterm=False)
   writer.close()
-
-  checkpointer = checkpoint.Checkpointer(workdir, keep=1)
-  checkpointer.save(config.num_train_steps, state.params, {"task": config.task})
   checkpointer.close()
   print(f"Done: {config.num_train_steps} steps. dev "
         f"{', '.join(f'{name}={value:.4f}' for name, value in dev_metrics.items())}. "

@@ -28,16 +28,13 @@ import functools
 
 import tensorflow_datasets as tfds
 
-from jaxssl.data import corpora
+from jaxssl.data.builders import shipped
 
-# corpora's underscored helpers (_ArrayRecordBuilder, _read_records, _split_by_hash, _TASKS_DIR)
-# are there for the builder modules too.
-# pylint: disable=protected-access
 
 # The universal tagset of Petrov, Das & McDonald (2012), "A Universal Part-of-Speech Tagset".
 UNIVERSAL_TAGS = ("ADJ", "ADP", "ADV", "CONJ", "DET", "NOUN", "NUM", "PRT", "PRON", "VERB", ".",
                   "X")
-_TAG_MAP_FILE = corpora._TASKS_DIR / "brown_universal_tags.tsv"
+_TAG_MAP_FILE = shipped.TASKS_DIR / "brown_universal_tags.tsv"
 _HELD_OUT = {"test": 0.1, "validation": 0.1}  # fractions of text samples; the rest is train
 
 
@@ -53,7 +50,7 @@ class PosConfig(tfds.core.BuilderConfig):
   file: str = ""  # name of tasks/<file>.jsonl.xz
 
 
-class JaxsslPos(corpora._ArrayRecordBuilder):
+class JaxsslPos(shipped.ArrayRecordBuilder):
   """Sentences of the Brown Corpus with their Brown and universal part-of-speech tags.
 
   ``brown``: 56,287 sentences from 491 of the corpus's 500 text samples (the 9 humour
@@ -88,7 +85,7 @@ class JaxsslPos(corpora._ArrayRecordBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager  # the sentences ship with the package
-    sentences = corpora._read_records(corpora._TASKS_DIR / f"{self.builder_config.file}.jsonl.xz")
+    sentences = shipped.read_records(shipped.TASKS_DIR / f"{self.builder_config.file}.jsonl.xz")
     sentences_by_sample = {}  # sample id: its sentences in text order
     for sentence in sentences:
       sentences_by_sample.setdefault(sentence["doc"], []).append(sentence)
@@ -98,7 +95,7 @@ class JaxsslPos(corpora._ArrayRecordBuilder):
     } for sample, sample_sentences in sentences_by_sample.items()]
     return {
         split: self._generate_examples(split_samples)
-        for split, split_samples in corpora._split_by_hash(samples, _HELD_OUT).items()
+        for split, split_samples in shipped.split_by_hash(samples, _HELD_OUT).items()
     }
 
   def _generate_examples(self, samples):

@@ -13,11 +13,8 @@ import re
 
 import tensorflow_datasets as tfds
 
-from jaxssl.data import corpora
+from jaxssl.data.builders import shipped
 
-# corpora's underscored helpers (_ArrayRecordBuilder, _read_records, _split_by_hash, _TASKS_DIR)
-# are there for the builder modules too.
-# pylint: disable=protected-access
 
 LABELS = ("not_paraphrase", "paraphrase")
 ALIGNED, NEIGHBOUR, WORD_OVERLAP = "aligned", "neighbour", "word_overlap"  # the pair kinds
@@ -124,7 +121,7 @@ class ParaphraseConfig(tfds.core.BuilderConfig):
   file: str = ""  # name of tasks/<file>.jsonl.xz
 
 
-class JaxsslParaphrase(corpora._ArrayRecordBuilder):
+class JaxsslParaphrase(shipped.ArrayRecordBuilder):
   """KJV/WEB verse pairs labelled paraphrase (aligned verses) or not (hard negatives).
 
   ``kjv_web``: 31,090 aligned verses in 1,189 chapters give 62,180 pairs, half of them
@@ -166,11 +163,11 @@ class JaxsslParaphrase(corpora._ArrayRecordBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager  # the verses ship with the package
-    verses = corpora._read_records(corpora._TASKS_DIR / f"{self.builder_config.file}.jsonl.xz")
+    verses = shipped.read_records(shipped.TASKS_DIR / f"{self.builder_config.file}.jsonl.xz")
     chapters = [{"id": chapter, "pairs": pairs} for chapter, pairs in make_pairs(verses).items()]
     return {
         split: self._generate_examples(split_chapters)
-        for split, split_chapters in corpora._split_by_hash(chapters, _HELD_OUT).items()
+        for split, split_chapters in shipped.split_by_hash(chapters, _HELD_OUT).items()
     }
 
   def _generate_examples(self, chapters):

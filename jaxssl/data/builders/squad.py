@@ -22,14 +22,12 @@ from absl import logging
 import tensorflow_datasets as tfds
 from tensorflow_datasets.question_answering import qa_utils
 
-from jaxssl.data import corpora
+from jaxssl.data.builders import shipped
 
-# This module is one of corpora's task-builder modules, which share its private helpers.
-# pylint: disable=protected-access
 
 BLANK = "_____"  # stands in a cloze question for the words it asks for
-_SQUAD_FIXTURE = corpora._TASKS_DIR / "squad_fixture.json"
-_ALIGNED_VERSES = corpora._TASKS_DIR / "kjv_web_verses.jsonl.xz"
+_SQUAD_FIXTURE = shipped.TASKS_DIR / "squad_fixture.json"
+_ALIGNED_VERSES = shipped.TASKS_DIR / "kjv_web_verses.jsonl.xz"
 _CLOZE_HELD_OUT = {"test": 0.1, "validation": 0.1}  # fractions of chapters; the rest is train
 _VERSES_PER_CONTEXT = 6  # on average; chapters are cut into contexts of 4 to 8 verses
 _WORD = re.compile(r"[^\W\d_]+")  # a run of letters: the unit that answers are chosen in
@@ -172,9 +170,9 @@ def _cloze_examples(verses: list[dict]) -> list[dict]:
 
 
 def _bible_cloze_splits() -> dict[str, list[dict]]:
-  examples = _cloze_examples(corpora._read_records(_ALIGNED_VERSES))
+  examples = _cloze_examples(shipped.read_records(_ALIGNED_VERSES))
   chapters = [{"id": title} for title in dict.fromkeys(example["title"] for example in examples)]
-  chapters_by_split = corpora._split_by_hash(chapters, _CLOZE_HELD_OUT)
+  chapters_by_split = shipped.split_by_hash(chapters, _CLOZE_HELD_OUT)
   split_of_chapter = {
       chapter["id"]: split for split, split_chapters in chapters_by_split.items()
       for chapter in split_chapters
@@ -198,7 +196,7 @@ class QaConfig(tfds.core.BuilderConfig):
   make_splits: Callable[[], dict[str, list[dict]]] | None = None  # the examples of each split
 
 
-class JaxsslQa(corpora._ArrayRecordBuilder):
+class JaxsslQa(shipped.ArrayRecordBuilder):
   """Extractive question answering with the features of TFDS's ``squad/v1.1``.
 
   ``bible_cloze``: each chapter of the aligned KJV/WEB verses (tasks/kjv_web_verses.jsonl.xz)

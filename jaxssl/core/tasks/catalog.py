@@ -1,0 +1,174 @@
+"""Fine-tuning tasks: each one's dataset, features, kind and metrics; its examples as model rows
+(``encode``); and the model's outputs on those rows scored against its labels (``score``) and
+against a model that ignores the text (``baseline``). What differs per kind is the kind's
+record (``jaxssl.core.tasks.kinds``).
+
+``encode`` never drops an example silently: an example whose text is empty (or has no tokens),
+or whose answer is not at its offset in the context, is left out and counted in
+``Rows.skipped``; examples cut to fit ``max_seq_length`` are counted in ``Rows.truncated``.
+A class label outside the label set is an error naming the example.
+"""
+
+import collections
+import dataclasses
+
+import numpy as np
+
+from jaxssl.core.tasks import kinds
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  dataset: str  # TFDS name
+  kind: str  # a name in kinds.KINDS
+  # classification/regression: one text feature or two (a pair); token_classification: the words
+  # feature; question_answering: the question and the context features.
+  text_keys: tuple[str, ...]
+  # A ClassLabel, a float, a sequence of ClassLabels (one per word), or SQuAD's ``answers``.
+  label_key: str
+  metrics: tuple[str, ...]  # names in kinds.METRICS (QA: "exact_match", "f1")
+  dev_split: str = "validation"  # the split evaluated on (GLUE's test labels are hidden)
+
+
+_BINARY = ("accuracy", "f1", "matthews_corrcoef")
+_CORRELATIONS = ("pearson", "spearman")
+_SQUAD = ("exact_match", "f1")
+
+TASKS = {
+    # Shipped with the package: no network needed.
+    "sentiment":
+        Task("jaxssl_sentiment/movie_reviews", "classification", ("text",), "label", _BINARY),
+    "rating":
+        Task("jaxssl_sentiment/movie_reviews", "regression", ("text",), "rating", _CORRELATIONS),
+    "paraphrase":
+        Task("jaxssl_paraphrase/kjv_web", "classification", ("sentence1", "sentence2"), "label",
+             _BINARY),
+    "pos":
+        Task("jaxssl_pos/brown", "token_classification", ("tokens",), "tags", ("accuracy",)),
+    "pos_brown":
+        Task("jaxssl_pos/brown", "token_classification", ("tokens",), "brown_tags", ("accuracy",)),
+    "qa":
+        Task("jaxssl_qa/bible_cloze", "question_answering", ("question", "context"), "answers",
+             _SQUAD),
+    "sentiment_zh":
+        Task("jaxssl_sentiment_zh", "classification", ("text",), "label", _BINARY),
+    # The TFDS catalog: downloaded and prepared once (network), then the same path.
+    "sst2":
+        Task("glue/sst2", "classification", ("sentence",), "label", ("accuracy",)),
+    "mrpc":
+        Task("glue/mrpc", "classification", ("sentence1", "sentence2"), "label",
+             ("accuracy", "f1")),
+    "qqp":
+        Task("glue/qqp", "classification", ("question1", "question2"), "label", ("accuracy", "f1")),
+    "cola":
+        Task("glue/cola", "classification", ("sentence",), "label", ("matthews_corrcoef",)),
+    "stsb":
+        Task("glue/stsb", "regression", ("sentence1", "sentence2"), "label", _CORRELATIONS),
+    "mnli":
+        Task("glue/mnli", "classification", ("premise", "hypothesis"), "label", ("accuracy",),
+             "validation_matched"),
+    "qnli":
+        Task("glue/qnli", "classification", ("question", "sentence"), "label", ("accuracy",)),
+    "rte":
+        Task("glue/rte", "classification", ("sentence1", "sentence2"), "label", ("accuracy",)),
+    "wnli":
+        Task("glue/wnli", "classification", ("sentence1", "sentence2"), "label", ("accuracy",)),
+    "squad":
+        Task("squad", "question_answering", ("question", "context"), "answers", _SQUAD),
+}
+# The tasks whose data ships with jaxssl, which the suite (jaxssl.suite) runs.
+OFFLINE_TASKS = ("sentiment", "rating", "paraphrase", "pos", "qa", "sentiment_zh")
+
+def get_task(name, dataset=""):
+  """The task called ``name``, reading ``dataset`` instead of its own when given (e.g. the
+  sentiment task on 'jaxssl_sentiment/tweets', or qa on 'jaxssl_qa/squad_fixture')."""
+  if name not in TASKS:
+    raise ValueError(f"task={name!r} is not a fine-tuning task; use one of {sorted(TASKS)}.")
+  task = TASKS[name]
+  return dataclasses.replace(task, dataset=dataset) if dataset else task
+
+
+@dataclasses.dataclass
+class Rows:
+  """A split's examples as model rows (one per example, or one per QA window).
+
+  ``arrays``: (R, L) int32 ``input_ids``, ``segment_ids``, ``attention_mask``, and with targets
+  the head's: ``labels`` (R,) or (R, L) (token tags at first sub-tokens, else IGNORED_LABEL), or
+  ``start_positions``/``end_positions`` (R,).
+  """
+  arrays: dict[str, np.ndarray]
+  example_of_row: np.ndarray  # (R,) index into ``examples`` of each row's example
+  examples: list[dict]  # the encoded examples, in order (skipped ones left out)
+  # The kind's per-row values that are not model inputs (kinds.TaskKind.side_keys), e.g.
+  # token_classification's "word_index": (R, L) word at each first sub-token, else -1.
+  side: dict[str, list]
+  skipped: dict[str, int]  # reason -> examples left out
+  truncated: int  # examples that lost tokens (or words) to max_seq_length
+
+
+def encode(task,
+           tokenizer,
+           examples,
+           max_seq_length,
+           *,
+           num_labels=None,
+           with_targets=True,
+           doc_stride=64,
+           max_question_length=64,
+           where="examples"):
+  """``Rows`` of ``examples`` (dicts of features); ``with_targets`` False for prediction, where
+  there are no labels. ``num_labels``: the label set's size for class labels, which are checked;
+  ``where`` names the examples in errors (e.g. 'glue/sst2 test')."""
+  kind = kinds.get(task.kind)
+  needed = task.text_keys + ((task.label_key,) if with_targets else ())
+  missing = [key for key in needed if examples and key not in examples[0]]
+  if missing:
+    raise ValueError(f"{where} examples have no {missing[0]!r} feature (they have "
+                     f"{sorted(examples[0])}); the {task.kind} task reads {list(needed)}: choose "
+                     "a dataset with those features.")
+  options = kinds.EncodeOptions(max_seq_length, with_targets, doc_stride, max_question_length)
+  skipped = collections.Counter()
+  kept, rows, truncated = [], [], 0
+  side = {key: [] for key in kind.side_keys}
+  for index, example in enumerate(examples):
+    try:
+      example_rows, cut = kind.encode_example(task, tokenizer, example, options)
+    except kinds.Skip as reason:
+      skipped[str(reason)] += 1
+      continue
+    if with_targets and num_labels is not None:
+      _check_labels(example[task.label_key], num_labels, f"{where} example {index}")
+    truncated += cut > 0
+    for row in example_rows:
+      for key in kind.side_keys:
+        side[key].append(row.pop(key))
+      rows.append((len(kept), row))
+    kept.append(example)
+  if not kept:
+    raise ValueError(f"{where}: none of the {len(examples)} examples could be used "
+                     f"({dict(skipped)}); check the dataset and split.")
+  arrays = {key: np.stack([np.asarray(row[key]) for _, row in rows]) for key in rows[0][1]}
+  return Rows(arrays, np.array([example for example, _ in rows]), kept, side, dict(skipped),
+              truncated)
+
+
+def _check_labels(labels, num_labels, where):
+  labels = np.atleast_1d(np.asarray(labels))
+  outside = labels[(labels < 0) | (labels >= num_labels)]
+  if outside.size:
+    raise ValueError(f"{where} has label {outside[0]} outside the label set 0..{num_labels - 1} "
+                     "(GLUE hides its test labels as -1); evaluate on a split with labels, or fix "
+                     "the data.")
+
+
+def score(task, rows, outputs, n_best=20, max_answer_length=30):
+  """{metric: value} of the model ``outputs`` on ``rows`` (``run_model``'s) against the labels."""
+  return kinds.get(task.kind).score(task, rows, outputs, kinds.DecodeOptions(n_best,
+                                                                             max_answer_length))
+
+
+def baseline(task, train_rows, dev_rows):
+  """The dev metrics of a model that ignores the text (see each kind's ``baseline``):
+  classification and tagging the most frequent training class (tag), regression the mean
+  training label's mean squared error, QA the most frequent training answer."""
+  return kinds.get(task.kind).baseline(task, train_rows, dev_rows)

@@ -1,0 +1,305 @@
+"""Fine-tuning task kinds: each a ``TaskKind`` record of everything that differs per kind (head,
+how an example becomes rows, metrics, baseline, prediction records). Adding a kind is one
+record in ``KINDS``; the fine-tuning run, ``jaxssl.predict`` and the suite read only records.
+
+- ``classification``: a text or a text pair -> a class, from [CLS] (sentiment, GLUE's sst2, mrpc);
+- ``regression``: a text or a text pair -> a real value, from [CLS] (rating, stsb);
+- ``token_classification``: pre-split words -> a tag per word, read at each word's first
+  sub-token (pos);
+- ``question_answering``: question + context -> an answer span of the context; a long context
+  becomes several ``doc_stride`` windows, each its own row (qa, squad).
+"""
+
+import collections
+import dataclasses
+from typing import Callable
+
+import jax
+import numpy as np
+import scipy.stats
+from sklearn import metrics as sk_metrics
+
+from jaxssl.core.tasks import heads
+from jaxssl.core.tasks import qa_metrics
+from jaxssl.data import finetuning
+
+# name -> f(labels (N,), predictions (N,)) -> float; predictions are class ids or real values.
+METRICS = {
+    "accuracy": sk_metrics.accuracy_score,
+    "f1": sk_metrics.f1_score,  # of class 1 (binary tasks)
+    "matthews_corrcoef": sk_metrics.matthews_corrcoef,
+    "pearson": lambda labels, predictions: scipy.stats.pearsonr(labels, predictions)[0],
+    "spearman": lambda labels, predictions: scipy.stats.spearmanr(labels, predictions)[0],
+}
+
+
+class Skip(Exception):
+  """An example ``encode`` leaves out; the message is the reason it counts it under."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodeOptions:
+  max_seq_length: int
+  with_targets: bool  # False for prediction, where examples have no labels
+  doc_stride: int = 64  # question answering: tokens between window starts
+  max_question_length: int = 64  # question answering: question tokens kept
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+  n_best: int = 20  # question answering: candidate spans kept per window
+  max_answer_length: int = 30  # question answering: longest answer in tokens
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskKind:
+  """What a task kind is, as functions of a ``catalog.Task`` (its features, label, metrics)."""
+  head: heads.Head
+  # The head's width when it is not the label set's size (regression 1, QA 2); None: the task's
+  # class names (its label feature's ClassLabel) size the head and name its predictions.
+  num_outputs: int | None
+  # (task, tokenizer, example, EncodeOptions) -> (rows, tokens cut): the example's model rows
+  # (dicts of (L,) arrays, plus the side values named in ``side_keys``); raises Skip.
+  encode_example: Callable
+  # Per-row values that are not model inputs (kept in ``Rows.side``), e.g. each token's word.
+  side_keys: tuple[str, ...]
+  # (task, rows, outputs, DecodeOptions) -> {metric: value} on the rows' labels.
+  score: Callable
+  # (task, train_rows, dev_rows) -> {name: value} of a model that ignores the text.
+  baseline: Callable
+  # (task, record) -> the example's feature values from a prediction record, in the order of
+  # task.text_keys; errors name the missing field (``record_fields`` lists what is read).
+  record_fields: Callable
+  # (task, rows, outputs, label_names, DecodeOptions) -> one prediction dict per example.
+  decode: Callable
+  # (fields, values) -> the feature values of a prediction record read at ``fields``.
+  record_values: Callable = lambda fields, values: values
+
+
+# --- Sequence (or pair) -> class / value, from [CLS].
+
+
+def _encode_texts(task, tokenizer, example, options):
+  texts = [example[key] for key in task.text_keys]
+  ids = [tokenizer.encode(text) if text.strip() else [] for text in texts]
+  if not all(ids):
+    raise Skip("empty text")
+  row, cut = finetuning.encode_ids(tokenizer, ids[0], ids[1] if len(ids) > 1 else None,
+                                   options.max_seq_length)
+  if options.with_targets:
+    row["labels"] = example[task.label_key]
+  return [row], cut
+
+
+def _text_fields(task, record):
+  return ("text",) if len(task.text_keys) == 1 else ("text_a", "text_b")
+
+
+def _metric_scores(task, labels, predictions):
+  return {name: float(METRICS[name](labels, predictions)) for name in task.metrics}
+
+
+def _majority_baseline(task, train_labels, dev_labels):
+  """Always the most frequent training class (tag)."""
+  predictions = np.full_like(dev_labels, np.bincount(train_labels).argmax())
+  return {f"majority_{name}": value for name, value in
+          _metric_scores(task, dev_labels, predictions).items()}
+
+
+def _decode_classes(task, rows, outputs, label_names, options):
+  del task, rows, options
+  probabilities = np.asarray(jax.nn.softmax(outputs, axis=-1))  # (N, C)
+  return [{
+      "label": label_names[int(np.argmax(p))],
+      "probabilities": dict(zip(label_names, map(float, p)))
+  } for p in probabilities]
+
+
+CLASSIFICATION = TaskKind(
+    head=heads.CLASSIFICATION,
+    num_outputs=None,
+    encode_example=_encode_texts,
+    side_keys=(),
+    score=lambda task, rows, outputs, options: _metric_scores(task, rows.arrays["labels"],
+                                                              np.argmax(outputs, axis=-1)),
+    baseline=lambda task, train, dev: _majority_baseline(task, train.arrays["labels"],
+                                                         dev.arrays["labels"]),
+    record_fields=_text_fields,
+    decode=_decode_classes)
+
+
+def _encode_value(task, tokenizer, example, options):
+  rows, cut = _encode_texts(task, tokenizer, example, options)
+  if options.with_targets:
+    rows[0]["labels"] = np.float32(rows[0]["labels"])
+  return rows, cut
+
+
+def _mean_prediction_baseline(task, train_rows, dev_rows):
+  """Always the mean training label, whose correlations are undefined: its mean squared error."""
+  del task
+  dev_labels = dev_rows.arrays["labels"]
+  return {
+      "mean_prediction_mse": float(np.mean(np.square(dev_labels -
+                                                     train_rows.arrays["labels"].mean())))
+  }
+
+
+REGRESSION = TaskKind(
+    head=heads.REGRESSION,
+    num_outputs=1,
+    encode_example=_encode_value,
+    side_keys=(),
+    score=lambda task, rows, outputs, options: _metric_scores(task, rows.arrays["labels"], outputs
+                                                             ),
+    baseline=_mean_prediction_baseline,
+    record_fields=_text_fields,
+    decode=lambda task, rows, outputs, label_names, options: [{
+        "score": float(value)
+    } for value in outputs])
+
+# --- Words -> a tag per word, read at each word's first sub-token.
+
+
+def _encode_words(task, tokenizer, example, options):
+  words = list(example[task.text_keys[0]])
+  if not words:
+    raise Skip("no words")
+  # The words' own indices as labels give the word at each first sub-token.
+  row, num_cut = finetuning.encode_words(tokenizer, words, np.arange(len(words)),
+                                         options.max_seq_length)
+  row["word_index"] = np.maximum(row.pop("labels"), -1)  # (L,)
+  if options.with_targets:
+    tags = np.asarray(example[task.label_key], np.int32)  # (W,)
+    if len(tags) != len(words):
+      raise ValueError(f"{len(words)} words but {len(tags)} tags in example {example.get('id')!r}; "
+                       "give one tag per word.")
+    has_word = row["word_index"] >= 0
+    row["labels"] = np.where(has_word, tags[np.maximum(row["word_index"], 0)],
+                             finetuning.IGNORED_LABEL).astype(np.int32)  # (L,)
+  return [row], num_cut
+
+
+def _word_tags(rows):
+  """(words,) tags of the words that fit, flattened."""
+  labels = rows.arrays["labels"]
+  return labels[labels >= 0]
+
+
+def _score_tags(task, rows, outputs, options):
+  del options
+  predictions = np.argmax(outputs, axis=-1)[rows.arrays["labels"] >= 0]
+  return _metric_scores(task, _word_tags(rows), predictions)
+
+
+def _word_fields(task, record):
+  del task
+  return ("words",) if "words" in record else ("text",)
+
+
+def _decode_tags(task, rows, outputs, label_names, options):
+  del options
+  tag_ids = np.argmax(outputs, axis=-1)  # (N, L)
+  predictions = []
+  for example, word_index, row_tags in zip(rows.examples, rows.side["word_index"], tag_ids):
+    words = list(example[task.text_keys[0]])
+    tags = [None] * len(words)
+    for position in np.flatnonzero(word_index >= 0):
+      tags[word_index[position]] = label_names[row_tags[position]]
+    predictions.append({"words": words, "tags": tags})
+  return predictions
+
+
+TOKEN_CLASSIFICATION = TaskKind(
+    head=heads.TOKEN_CLASSIFICATION,
+    num_outputs=None,
+    encode_example=_encode_words,
+    side_keys=("word_index",),
+    score=_score_tags,
+    baseline=lambda task, train, dev: _majority_baseline(task, _word_tags(train), _word_tags(dev)),
+    record_fields=_word_fields,
+    decode=_decode_tags,
+    # {"text": ...} is split at whitespace into the words.
+    record_values=lambda fields, values: [values[0].split()] if fields == ("text",) else values)
+
+# --- Question + context -> an answer span of the context.
+
+
+def _encode_question(task, tokenizer, example, options):
+  question, context = (example[key] for key in task.text_keys)
+  question_ids = tokenizer.encode(question) if question.strip() else []
+  context_ids, offsets = tokenizer.encode_with_offsets(context) if context.strip() else ([], [])
+  if not question_ids or not context_ids:
+    raise Skip("empty text")
+  windows = finetuning.qa_windows(question_ids, context_ids, offsets, options.max_seq_length,
+                                  options.doc_stride, tokenizer.cls_id, tokenizer.sep_id,
+                                  tokenizer.pad_id, options.max_question_length)
+  if options.with_targets:
+    answers = example[task.label_key]
+    if len(answers["text"]) == 0:
+      raise Skip("no answer")
+    for window in windows:
+      try:
+        window["start_positions"], window["end_positions"] = finetuning.answer_positions(
+            window, context, int(answers["answer_start"][0]), answers["text"][0])
+      except ValueError:
+        raise Skip("answer not at its offset in the context") from None
+  return windows, max(0, len(question_ids) - options.max_question_length)
+
+
+def answer_spans(task, rows, outputs, options):
+  """Per example, its best answer over all its windows: (text, start_char, end_char)."""
+  start_logits, end_logits = outputs  # (R, L) each
+  candidates = [[] for _ in rows.examples]
+  for row, example in enumerate(rows.example_of_row):
+    candidates[example].append(
+        finetuning.best_span(start_logits[row], end_logits[row],
+                             rows.side["token_char_spans"][row], options.n_best,
+                             options.max_answer_length))
+  return [
+      finetuning.best_answer(example_candidates, example[task.text_keys[1]])
+      for example_candidates, example in zip(candidates, rows.examples)
+  ]
+
+
+def _squad_scores(task, rows, predicted_answers):
+  ground_truths = [list(example[task.label_key]["text"]) for example in rows.examples]
+  scores = qa_metrics.squad_scores(predicted_answers, ground_truths)
+  return {name: scores[name] for name in task.metrics}
+
+
+def _majority_answer_baseline(task, train_rows, dev_rows):
+  """Always the most frequent training answer."""
+  first_answers = [example[task.label_key]["text"][0] for example in train_rows.examples]
+  most_frequent = collections.Counter(first_answers).most_common(1)[0][0]
+  scores = _squad_scores(task, dev_rows, [most_frequent] * len(dev_rows.examples))
+  return {f"majority_answer_{name}": value for name, value in scores.items()}
+
+
+QUESTION_ANSWERING = TaskKind(
+    head=heads.QUESTION_ANSWERING,
+    num_outputs=2,
+    encode_example=_encode_question,
+    side_keys=("token_char_spans",),
+    score=lambda task, rows, outputs, options: _squad_scores(
+        task, rows, [answer for answer, _, _ in answer_spans(task, rows, outputs, options)]),
+    baseline=_majority_answer_baseline,
+    record_fields=lambda task, record: ("question", "context"),
+    decode=lambda task, rows, outputs, label_names, options: [{
+        "answer": text,
+        "start": start,
+        "end": end
+    } for text, start, end in answer_spans(task, rows, outputs, options)])
+
+KINDS = {
+    "classification": CLASSIFICATION,
+    "regression": REGRESSION,
+    "token_classification": TOKEN_CLASSIFICATION,
+    "question_answering": QUESTION_ANSWERING,
+}
+
+
+def get(name):
+  if name not in KINDS:
+    raise ValueError(f"task kind {name!r} is not known; use one of {sorted(KINDS)}.")
+  return KINDS[name]

@@ -1,0 +1,120 @@
+"""A run directory: the one module that knows its layout. Everything that reads or writes a
+run's config, tokenizer, model config, label names or checkpoints goes through here.
+
+    WORKDIR/config.json         the resolved config (objective "bert", "gpt" or "finetune")
+    WORKDIR/model_config.json   the model config of a checkpoint the run started from, if any
+    WORKDIR/labels.json         a fine-tuning run's class (tag) names, else null
+    WORKDIR/tokenizer.model     SentencePiece (or tokenizer.json / special_tokens.json: a
+                                published checkpoint's tokenizer)
+    WORKDIR/checkpoints/        orbax checkpoints (jaxssl.checkpoint)
+    WORKDIR/metrics.jsonl       the logged metrics (jaxssl.metrics), with tensorboard/
+"""
+
+import dataclasses
+import json
+import os
+
+import ml_collections
+
+from jaxssl import checkpoint
+from jaxssl.data import pretrained_tokenizers
+from jaxssl.data import tokenizer as tokenizer_lib
+
+CONFIG_FILE = "config.json"
+MODEL_CONFIG_FILE = "model_config.json"
+LABELS_FILE = "labels.json"
+METRICS_FILE = "metrics.jsonl"
+TOKENIZER_FILES = (tokenizer_lib.MODEL_FILE, "tokenizer.json", "special_tokens.json")
+
+
+def path(workdir, name):
+  return os.path.join(workdir, name)
+
+
+def write_text(file_path, text):
+  """Writes ``text`` whole or not at all (a temporary file renamed over the target)."""
+  temporary = file_path + ".tmp"
+  with open(temporary, "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(temporary, file_path)
+
+
+def has_config(workdir):
+  return os.path.exists(path(workdir, CONFIG_FILE))
+
+
+def write_config(workdir, config):
+  write_text(path(workdir, CONFIG_FILE), config.to_json(indent=2))
+
+
+def read_config(workdir):
+  """The config of the run in ``workdir``, read without touching its checkpoints."""
+  if not has_config(workdir):
+    raise ValueError(
+        f"workdir {workdir} holds no run (no config.json); train one with jaxssl.main.")
+  with open(path(workdir, CONFIG_FILE), encoding="utf-8") as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def check_compatible(workdir, config, identity_fields):
+  """A workdir holding another run's config must not be resumed with this one: every field in
+  ``identity_fields`` must match."""
+  if not has_config(workdir):
+    return
+  previous = json.loads(read_config(workdir).to_json())
+  current = json.loads(config.to_json())
+  for field in identity_fields:
+    if previous.get(field) != current.get(field):
+      raise ValueError(
+          f"workdir {workdir} holds an incompatible run ({field}={previous.get(field)!r}, "
+          f"this config has {current.get(field)!r}); use a new --workdir or that config.")
+
+
+def write_model_config(workdir, model_config):
+  """Records a model config dataclass (a checkpoint's, or a fine-tuned encoder's)."""
+  write_text(path(workdir, MODEL_CONFIG_FILE), json.dumps(dataclasses.asdict(model_config),
+                                                          indent=2))
+
+
+def read_model_config(workdir, config_class):
+  """The recorded model config as ``config_class``, or None if the run recorded none."""
+  if not os.path.exists(path(workdir, MODEL_CONFIG_FILE)):
+    return None
+  with open(path(workdir, MODEL_CONFIG_FILE), encoding="utf-8") as f:
+    return config_class(**json.load(f))
+
+
+def write_labels(workdir, label_names):
+  write_text(path(workdir, LABELS_FILE), json.dumps(label_names))
+
+
+def read_labels(workdir):
+  with open(path(workdir, LABELS_FILE), encoding="utf-8") as f:
+    return json.load(f)
+
+
+def has_tokenizer(workdir):
+  return bool(tokenizer_files(workdir))
+
+
+def load_tokenizer(workdir):
+  """The tokenizer a run saved in ``workdir``: SentencePiece, or a checkpoint's (init_from)."""
+  if os.path.exists(path(workdir, "special_tokens.json")):
+    return pretrained_tokenizers.ByteLevelBPETokenizer.load(workdir)
+  if os.path.exists(path(workdir, "tokenizer.json")):
+    return pretrained_tokenizers.WordPieceTokenizer.load(workdir)
+  return tokenizer_lib.Tokenizer.load(path(workdir, tokenizer_lib.MODEL_FILE))
+
+
+def tokenizer_files(workdir):
+  """The paths of the tokenizer files a run saved in ``workdir``."""
+  return [path(workdir, name) for name in TOKENIZER_FILES if os.path.exists(path(workdir, name))]
+
+
+def checkpointer(workdir, keep):
+  """The run's ``checkpoint.Checkpointer`` (``workdir/checkpoints``, the last ``keep`` kept)."""
+  return checkpoint.Checkpointer(workdir, keep)
+
+
+def has_metrics(workdir):
+  return os.path.exists(path(workdir, METRICS_FILE))
