@@ -2,17 +2,18 @@
 
     python benchmarks/cpu_peers.py                          # BERT mini, batch 32 x 128 tokens
     python benchmarks/cpu_peers.py --tiny --steps=1 --repeats=1 --notorch_compile   # a test
+    python benchmarks/cpu_peers.py --json=peers.json        # also the numbers as JSON
 
 All frameworks train the same model (4 layers, hidden 256, 4 heads, MLP 1024, vocab 8000,
 post-LN, exact GELU, tied MLM decoder, pooler + NSP classifier: equal parameter counts,
 checked) on the same batch: the first batch jaxssl's input pipeline builds from Moby Dick
-with a SentencePiece tokenizer trained as ``jaxssl.train`` does. A train step is forward +
+with a SentencePiece tokenizer trained as ``jaxssl.core.pretrain`` does. A train step is forward +
 backward + update: MLM loss at 20 masked positions per row plus the NSP loss, global-norm
 clipping, AdamW with weight decay on matrices only, a linear warm-up/decay schedule.
 
-  jaxssl                the train step ``jaxssl.pretrain.run`` builds (``families``, ``steps``,
-                        ``steps.state_structure``), jitted with the state donated. It masks
-                        on device inside the step, so masking is part of its time.
+  jaxssl                the train step ``jaxssl.core.pretrain.run`` builds (the objective's
+                        ``steps``, ``steps.state_structure``), jitted with the state donated.
+                        It masks on device inside the step, so masking is part of its time.
   transformers Flax     ``FlaxBertForPreTraining`` with a train step jitted as run_mlm_flax.py
                         does (value_and_grad, flax TrainState, state donated), the same optax
                         optimizer, masked inputs prepared once on the host.
@@ -45,9 +46,8 @@ and compares its examples/s with what the jaxssl train step consumes.
 """
 
 import contextlib
-import importlib.util
+import json
 import os
-import pathlib
 import platform
 import statistics
 import tempfile
@@ -63,13 +63,13 @@ from absl import app
 from absl import flags
 from flax.training import train_state
 
+from jaxssl import cli
+from jaxssl.core import objectives
+from jaxssl.core import steps
+from jaxssl.core.objectives import bert as bert_objective
 from jaxssl.data import corpora
 from jaxssl.data import pretraining
 from jaxssl.data import tokenizer as tokenizer_lib
-from jaxssl.core import objectives
-from jaxssl.core import pretrain
-from jaxssl.core import steps
-from jaxssl.core.objectives import bert as bert_objective
 
 _TINY = flags.DEFINE_bool("tiny", False, "Tiny model and batch (a quick check of the script).")
 _STEPS = flags.DEFINE_integer("steps", 5, "Train steps timed together per framework and round.")
@@ -78,8 +78,8 @@ _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps per framework after c
 _DROPOUT = flags.DEFINE_float("dropout", 0.0, "Hidden and attention dropout of every model.")
 _TORCH_COMPILE = flags.DEFINE_bool("torch_compile", True, "Also time torch.compile(model).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (None: TFDS's default).")
+_JSON = flags.DEFINE_string("json", None, "Also write the results as JSON to this path.")
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 CORPUS = "jaxssl_corpus/moby_dick"
 
 
@@ -95,10 +95,7 @@ def cpu_name():
 
 def bert_config(tiny, dropout):
   """configs/bert_pretrain.py's mini (or tiny) recipe at the benchmark's shapes."""
-  spec = importlib.util.spec_from_file_location("bert_pretrain", ROOT / "configs/bert_pretrain.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("size=tiny" if tiny else "size=mini")
+  config = cli.load_config("bert_pretrain", "size=tiny" if tiny else "size=mini")
   config.dataset = CORPUS
   config.batch_size = 4 if tiny else 32
   config.max_seq_length = 32 if tiny else 128
@@ -252,15 +249,15 @@ class Jaxssl(Runner):
   name = "jaxssl"
 
   def __init__(self, config, tokenizer, batch):
-    family = objectives.get(config)
+    objective = objectives.get(config)
     optimizer, _ = steps.make_optimizer(config)
-    graphdef, init_state, _ = steps.state_structure(family, optimizer, config.seed)
+    graphdef, init_state, _ = steps.state_structure(objective, optimizer, config.seed)
     self.state = jax.jit(init_state)()
     self.num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
-    train_step, _ = family.steps(graphdef, optimizer, tokenizer)
+    train_step, _ = objective.steps(graphdef, optimizer, tokenizer)
     self.train_step = jax.jit(train_step, donate_argnums=0)
     self.batch, self.rng = jax.device_put(batch), jax.random.key(config.seed)
-    self.model_config = family.model_config
+    self.model_config = objective.model_config
     self.compile_seconds = first_step_seconds(self)
 
   def step(self):
@@ -364,14 +361,15 @@ def seconds_per_step(runner, num_steps):
   return (time.perf_counter() - start) / num_steps
 
 
-def main(argv):
-  del argv
+def measure(*, tiny, num_steps, repeats, warmup, dropout, torch_compile, data_dir):
+  """The setting, the matmul rates, every framework's timings and the input pipeline's rate, as
+  a dict (see the module docstring for what each measures)."""
   torch.set_num_threads(os.cpu_count())
-  config = bert_config(_TINY.value, _DROPOUT.value)
+  config = bert_config(tiny, dropout)
   batch_size, length = config.batch_size, config.max_seq_length
   predictions = config.max_predictions_per_seq
   with tempfile.TemporaryDirectory() as scratch_dir:
-    documents, tokenizer = load_documents(config, _DATA_DIR.value, scratch_dir)
+    documents, tokenizer = load_documents(config, data_dir, scratch_dir)
   examples_per_second, batch = pipeline_rate(config, documents, tokenizer)
 
   runners = [Jaxssl(config, tokenizer, batch)]
@@ -379,59 +377,148 @@ def main(argv):
   hf_batch = peer_batch(batch, config, tokenizer)
   runners.append(FlaxPeer(config, model_config, hf_batch))
   runners.append(TorchPeer(config, model_config, hf_batch, compiled=False))
-  if _TORCH_COMPILE.value:
+  if torch_compile:
     runners.append(TorchPeer(config, model_config, hf_batch, compiled=True))
   counts = {runner.name: runner.num_params for runner in runners}
   if len(set(counts.values())) != 1:
     raise ValueError(f"the models differ in size: {counts}")
 
-  print(f"{cpu_name()}, {os.cpu_count()} cores; jax "
-        f"{jax.__version__}, transformers {transformers.__version__}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads); XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
-  print(f"BERT {model_config.num_layers} layers, hidden {model_config.hidden_size}, "
-        f"{model_config.num_heads} heads, MLP {model_config.mlp_dim}, vocab "
-        f"{model_config.vocab_size}; batch {batch_size} x {length} tokens, {predictions} masked "
-        f"positions per row; dropout {_DROPOUT.value}; float32")
-  print("parameters: " + ", ".join(f"{name} {count:,}" for name, count in counts.items()))
-
-  print("| matmul M x K x N | XLA GFLOP/s | torch GFLOP/s |")
-  print("|---|---|---|")
-  xla_rate = 0.0
+  matmuls = []
   for shape in matmul_shapes(model_config, batch_size, length, predictions):
     xla, eager = matmul_rates(shape)
-    xla_rate = max(xla_rate, xla)
-    print(f"| {' x '.join(map(str, shape))} | {xla / 1e9:.1f} | {eager / 1e9:.1f} |")
-  print(f"MFU reference: the best XLA float32 matmul rate above, {xla_rate / 1e9:.1f} GFLOP/s")
+    matmuls.append({
+        "shape": list(shape),
+        "xla_flops_per_second": xla,
+        "torch_flops_per_second": eager
+    })
+  xla_rate = max(matmul["xla_flops_per_second"] for matmul in matmuls)
 
   for runner in runners:
-    for _ in range(_WARMUP.value):
+    for _ in range(warmup):
       runner.step()
     runner.wait()
   rounds = {runner.name: [] for runner in runners}
-  for _ in range(_REPEATS.value):
+  for _ in range(repeats):
     for runner in runners:
-      rounds[runner.name].append(seconds_per_step(runner, _STEPS.value))
+      rounds[runner.name].append(seconds_per_step(runner, num_steps))
 
   flops = flops_per_token(model_config, length, predictions)
-  print(f"| framework | step ms (median of {_REPEATS.value}) | range ms | tokens/s "
-        "| model GFLOP/s | MFU | compile s |")
-  print("|---|---|---|---|---|---|---|")
-  tokens_per_second = {}
+  frameworks = {}
   for runner in runners:
     seconds = statistics.median(rounds[runner.name])
-    tokens_per_second[runner.name] = batch_size * length / seconds
-    model_flops = tokens_per_second[runner.name] * flops
-    compile_seconds = "-" if runner.compile_seconds is None else f"{runner.compile_seconds:.1f}"
-    print(f"| {runner.name} | {seconds * 1e3:.1f} | {min(rounds[runner.name]) * 1e3:.1f}-"
-          f"{max(rounds[runner.name]) * 1e3:.1f} | {tokens_per_second[runner.name]:,.0f} | "
-          f"{model_flops / 1e9:.1f} | {model_flops / xla_rate:.1%} | {compile_seconds} |")
-  for runner in runners[1:]:
-    print(f"jaxssl / {runner.name}: "
-          f"{tokens_per_second['jaxssl'] / tokens_per_second[runner.name]:.2f}x tokens/s")
-  consumed = tokens_per_second["jaxssl"] / length
-  print(f"input pipeline: {examples_per_second:,.0f} examples/s (pair_batches, 2 epochs of "
-        f"{CORPUS}), {examples_per_second / consumed:.1f}x the {consumed:,.1f} examples/s "
-        "the jaxssl step consumes")
+    tokens_per_second = batch_size * length / seconds
+    frameworks[runner.name] = {
+        "step_seconds": seconds,
+        "round_seconds": rounds[runner.name],
+        "tokens_per_second": tokens_per_second,
+        "model_flops_per_second": tokens_per_second * flops,
+        "mfu": tokens_per_second * flops / xla_rate,
+        "compile_seconds": runner.compile_seconds,
+    }
+  jaxssl_rate = frameworks["jaxssl"]["tokens_per_second"]
+  consumed = jaxssl_rate / length
+  return {
+      "machine": {
+          "cpu": cpu_name(),
+          "cores": os.cpu_count(),
+          "jax": jax.__version__,
+          "transformers": transformers.__version__,
+          "torch": torch.__version__,
+          "torch_threads": torch.get_num_threads(),
+          "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      },
+      "model": {
+          "layers": model_config.num_layers,
+          "hidden": model_config.hidden_size,
+          "heads": model_config.num_heads,
+          "mlp": model_config.mlp_dim,
+          "vocab": model_config.vocab_size,
+      },
+      "batch_size": batch_size,
+      "length": length,
+      "predictions": predictions,
+      "dropout": dropout,
+      "steps": num_steps,
+      "repeats": repeats,
+      "parameters": counts,
+      "matmuls": matmuls,
+      "mfu_reference_flops_per_second": xla_rate,
+      "frameworks": frameworks,
+      # jaxssl's tokens/s over each peer's.
+      "ratios": {
+          name: jaxssl_rate / framework["tokens_per_second"]
+          for name, framework in frameworks.items()
+          if name != "jaxssl"
+      },
+      "pipeline": {
+          "corpus": CORPUS,
+          "examples_per_second": examples_per_second,
+          "consumed_examples_per_second": consumed,  # by the jaxssl step
+          "ratio": examples_per_second / consumed,
+      },
+  }
+
+
+def to_markdown(result):
+  """``measure``'s dict as the printed report: the setting, then Markdown tables and ratios."""
+  machine, model, frameworks = result["machine"], result["model"], result["frameworks"]
+  lines = [
+      f"{machine['cpu']}, {machine['cores']} cores; jax {machine['jax']}, transformers "
+      f"{machine['transformers']}, torch {machine['torch']} ({machine['torch_threads']} threads); "
+      f"XLA_FLAGS={machine['xla_flags']!r}",
+      f"BERT {model['layers']} layers, hidden {model['hidden']}, {model['heads']} heads, MLP "
+      f"{model['mlp']}, vocab {model['vocab']}; batch {result['batch_size']} x "
+      f"{result['length']} tokens, {result['predictions']} masked positions per row; dropout "
+      f"{result['dropout']}; float32",
+      "parameters: " +
+      ", ".join(f"{name} {count:,}" for name, count in result["parameters"].items()),
+      "| matmul M x K x N | XLA GFLOP/s | torch GFLOP/s |",
+      "|---|---|---|",
+  ]
+  for matmul in result["matmuls"]:
+    lines.append(f"| {' x '.join(map(str, matmul['shape']))} | "
+                 f"{matmul['xla_flops_per_second'] / 1e9:.1f} | "
+                 f"{matmul['torch_flops_per_second'] / 1e9:.1f} |")
+  lines += [
+      "MFU reference: the best XLA float32 matmul rate above, "
+      f"{result['mfu_reference_flops_per_second'] / 1e9:.1f} GFLOP/s",
+      f"| framework | step ms (median of {result['repeats']}) | range ms | tokens/s "
+      "| model GFLOP/s | MFU | compile s |",
+      "|---|---|---|---|---|---|---|",
+  ]
+  for name, framework in frameworks.items():
+    compile_seconds = framework["compile_seconds"]
+    compile_text = "-" if compile_seconds is None else f"{compile_seconds:.1f}"
+    lines.append(f"| {name} | {framework['step_seconds'] * 1e3:.1f} | "
+                 f"{min(framework['round_seconds']) * 1e3:.1f}-"
+                 f"{max(framework['round_seconds']) * 1e3:.1f} | "
+                 f"{framework['tokens_per_second']:,.0f} | "
+                 f"{framework['model_flops_per_second'] / 1e9:.1f} | {framework['mfu']:.1%} | "
+                 f"{compile_text} |")
+  for name, ratio in result["ratios"].items():
+    lines.append(f"jaxssl / {name}: {ratio:.2f}x tokens/s")
+  pipeline = result["pipeline"]
+  lines.append(f"input pipeline: {pipeline['examples_per_second']:,.0f} examples/s (pair_batches, "
+               f"2 epochs of {pipeline['corpus']}), {pipeline['ratio']:.1f}x the "
+               f"{pipeline['consumed_examples_per_second']:,.1f} examples/s the jaxssl step "
+               "consumes")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  result = measure(
+      tiny=_TINY.value,
+      num_steps=_STEPS.value,
+      repeats=_REPEATS.value,
+      warmup=_WARMUP.value,
+      dropout=_DROPOUT.value,
+      torch_compile=_TORCH_COMPILE.value,
+      data_dir=_DATA_DIR.value)
+  print(to_markdown(result))
+  if _JSON.value:
+    with open(_JSON.value, "w", encoding="utf-8") as file:
+      json.dump(result, file, indent=2)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python benchmarks/cpu_step_profile.py                 # BERT mini, batch 32 x 128 tokens
     python benchmarks/cpu_step_profile.py --tiny --steps=1   # a quick check (a test runs it)
+    python benchmarks/cpu_step_profile.py --json=profile.json   # also the numbers as JSON
 
 Builds the jaxssl step and batch exactly as ``benchmarks/cpu_peers.py`` does, runs ``--steps``
 steps under ``jax.profiler.trace``, matches every executed op to its instruction in the
@@ -36,7 +37,8 @@ from absl import flags
 
 import cpu_peers
 
-# cpu_peers.py's flags apply: --tiny, --steps (steps timed and traced), --data_dir.
+# cpu_peers.py's flags apply: --tiny, --steps (steps timed and traced), --data_dir, --json (this
+# script's results, ``measure``'s dict).
 _TOP = flags.DEFINE_integer("top", 15, "Costliest ops listed.")
 
 # An HLO instruction: name, result shape (a tuple has spaces), opcode, operands, attributes.
@@ -131,64 +133,125 @@ def op_seconds(trace_dir, names):
   return totals
 
 
-def main(argv):
-  del argv
-  config = cpu_peers.bert_config(flags.FLAGS.tiny, 0.0)
+def measure(*, tiny, num_steps, data_dir, top):
+  """The step's time untraced and traced, its op time by kind, its matmul FLOPs and rate, and
+  the ``top`` costliest ops, as a dict."""
+  config = cpu_peers.bert_config(tiny, 0.0)
   with tempfile.TemporaryDirectory() as scratch_dir:
-    documents, tokenizer = cpu_peers.load_documents(config, flags.FLAGS.data_dir, scratch_dir)
+    documents, tokenizer = cpu_peers.load_documents(config, data_dir, scratch_dir)
   batch = next(cpu_peers.pretraining_batches(config, documents, tokenizer))
   runner = cpu_peers.Jaxssl(config, tokenizer, batch)
   for _ in range(2):
     runner.step()
   runner.wait()
-  steps = flags.FLAGS.steps
-  step_seconds = [cpu_peers.seconds_per_step(runner, 1) for _ in range(steps)]
+  step_seconds = [cpu_peers.seconds_per_step(runner, 1) for _ in range(num_steps)]
   compiled = runner.train_step.lower(runner.state, runner.batch, runner.rng).compile()
   ops = classify(parse_hlo(compiled.as_text()))
   with tempfile.TemporaryDirectory() as trace_dir:
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
       start = time.perf_counter()
-      for _ in range(steps):
+      for _ in range(num_steps):
         runner.step()
       runner.wait()
-      traced_seconds = (time.perf_counter() - start) / steps
+      traced_seconds = (time.perf_counter() - start) / num_steps
     seconds = op_seconds(trace_dir, ops)
   if not seconds:
     raise RuntimeError("the trace holds no op of the compiled step; is this XLA:CPU?")
 
-  model = runner.model_config
-  print(f"{cpu_peers.cpu_name()}, {os.cpu_count()} cores, jax {jax.__version__}: BERT "
-        f"{model.num_layers} layers, hidden {model.hidden_size}, vocab {model.vocab_size}; batch "
-        f"{config.batch_size} x {config.max_seq_length}, float32")
-  print(f"step: {statistics.median(step_seconds) * 1e3:.1f} ms untraced (median of {steps}), "
-        f"{traced_seconds * 1e3:.1f} ms traced; op times below are per step")
   by_kind, counts, flops = collections.Counter(), collections.Counter(), 0
   for name, total in seconds.items():
     kind, op_flops, _ = ops[name]
-    by_kind[kind] += total / steps
+    by_kind[kind] += total / num_steps
     counts[kind] += 1
     flops += op_flops * (kind == "matmul")
   op_time = sum(by_kind.values())
-  print("| kind | ms per step | share of op time | ops |")
-  print("|---|---|---|---|")
-  for kind in KINDS:
-    print(f"| {kind} | {by_kind[kind] * 1e3:.1f} | {by_kind[kind] / op_time:.1%} | "
-          f"{counts[kind]} |")
+  model = runner.model_config
   alone = max(
       cpu_peers.matmul_rates(shape)[0] for shape in cpu_peers.matmul_shapes(
           model, config.batch_size, config.max_seq_length, config.max_predictions_per_seq))
   tokens = config.batch_size * config.max_seq_length
   formula = cpu_peers.flops_per_token(model, config.max_seq_length,
                                       config.max_predictions_per_seq) * tokens
-  print(f"matmuls: {flops / 1e9:.4g} GFLOP per step (cpu_peers.py's model FLOPs: "
-        f"{formula / 1e9:.4g}) at {flops / by_kind['matmul'] / 1e9:.1f} GFLOP/s in the step; "
-        f"XLA alone on the model's matmul shapes: {alone / 1e9:.1f} GFLOP/s")
-  print(f"costliest ops (of {len(seconds)} executed):")
-  print("| ms per step | kind | op | jax operation |")
-  print("|---|---|---|---|")
-  for name, total in seconds.most_common(_TOP.value):
-    kind, _, jax_op = ops[name]
-    print(f"| {total / steps * 1e3:.1f} | {kind} | {name} | {jax_op} |")
+  return {
+      "machine": {
+          "cpu": cpu_peers.cpu_name(),
+          "cores": os.cpu_count(),
+          "jax": jax.__version__
+      },
+      "model": {
+          "layers": model.num_layers,
+          "hidden": model.hidden_size,
+          "vocab": model.vocab_size
+      },
+      "batch_size": config.batch_size,
+      "length": config.max_seq_length,
+      "steps": num_steps,
+      "step_seconds": statistics.median(step_seconds),  # untraced
+      "traced_step_seconds": traced_seconds,
+      # Per step, in KINDS' order; a share is of the summed op time.
+      "kinds": {
+          kind: {
+              "seconds": by_kind[kind],
+              "share": by_kind[kind] / op_time,
+              "ops": counts[kind]
+          } for kind in KINDS
+      },
+      "matmul": {
+          "flops": flops,  # per step, counted in the HLO
+          "model_flops": formula,  # per step, cpu_peers.py's formula
+          "flops_per_second": flops / by_kind["matmul"],
+          "xla_alone_flops_per_second": alone,
+      },
+      "executed_ops": len(seconds),
+      "top_ops": [{
+          "seconds": total / num_steps,  # per step
+          "kind": ops[name][0],
+          "op": name,
+          "jax_operation": ops[name][2]
+      } for name, total in seconds.most_common(top)],
+  }
+
+
+def to_markdown(result):
+  """``measure``'s dict as the printed report: the setting, then Markdown tables."""
+  machine, model, matmul = result["machine"], result["model"], result["matmul"]
+  lines = [
+      f"{machine['cpu']}, {machine['cores']} cores, jax {machine['jax']}: BERT "
+      f"{model['layers']} layers, hidden {model['hidden']}, vocab {model['vocab']}; batch "
+      f"{result['batch_size']} x {result['length']}, float32",
+      f"step: {result['step_seconds'] * 1e3:.1f} ms untraced (median of {result['steps']}), "
+      f"{result['traced_step_seconds'] * 1e3:.1f} ms traced; op times below are per step",
+      "| kind | ms per step | share of op time | ops |",
+      "|---|---|---|---|",
+  ]
+  for kind, row in result["kinds"].items():
+    lines.append(f"| {kind} | {row['seconds'] * 1e3:.1f} | {row['share']:.1%} | {row['ops']} |")
+  lines += [
+      f"matmuls: {matmul['flops'] / 1e9:.4g} GFLOP per step (cpu_peers.py's model FLOPs: "
+      f"{matmul['model_flops'] / 1e9:.4g}) at {matmul['flops_per_second'] / 1e9:.1f} GFLOP/s in "
+      "the step; XLA alone on the model's matmul shapes: "
+      f"{matmul['xla_alone_flops_per_second'] / 1e9:.1f} GFLOP/s",
+      f"costliest ops (of {result['executed_ops']} executed):",
+      "| ms per step | kind | op | jax operation |",
+      "|---|---|---|---|",
+  ]
+  for op in result["top_ops"]:
+    lines.append(f"| {op['seconds'] * 1e3:.1f} | {op['kind']} | {op['op']} | "
+                 f"{op['jax_operation']} |")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  result = measure(
+      tiny=flags.FLAGS.tiny,
+      num_steps=flags.FLAGS.steps,
+      data_dir=flags.FLAGS.data_dir,
+      top=_TOP.value)
+  print(to_markdown(result))
+  if flags.FLAGS.json:
+    with open(flags.FLAGS.json, "w", encoding="utf-8") as file:
+      json.dump(result, file, indent=2)
 
 
 if __name__ == "__main__":

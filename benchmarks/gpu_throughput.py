@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_throughput.py          # on a GPU: BERT-base seq 128/512, GPT-2 seq 1024
     python benchmarks/gpu_throughput.py --tiny   # a CPU check of the same code at tiny sizes
+    python benchmarks/gpu_throughput.py --json=throughput.json   # also the numbers as JSON
 
 MFU = model FLOPs per second / the dense bf16 matmul rate measured through XLA on the same
 chip in the same run (not the datasheet peak). Model FLOPs per trained token, counting a
@@ -15,6 +16,7 @@ once per attention implementation (XLA's, and cuDNN's fused flash attention on a
 """
 
 import itertools
+import json
 import time
 import types
 
@@ -25,19 +27,27 @@ from absl import app
 from absl import flags
 from flax import nnx
 
-from jaxssl.models import bert
-from jaxssl.models import gpt
 from jaxssl.core import steps
 from jaxssl.core.objectives import bert as bert_objective
 from jaxssl.core.objectives import gpt as gpt_objective
+from jaxssl.data import tokenizer as tokenizer_lib
+from jaxssl.models import bert
+from jaxssl.models import gpt
 
 _TINY = flags.DEFINE_bool("tiny", False, "Tiny models and shapes (a CPU correctness check).")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed train steps per case.")
 _ATTENTION = flags.DEFINE_list(
     "attention", None, "model.attention_implementation values to time each case with "
     "(default: xla and cudnn on a GPU, xla elsewhere).")
+_JSON = flags.DEFINE_string("json", None, "Also write the results as JSON to this path.")
 
-PAD, CLS, SEP, MASK, FIRST_REGULAR = 0, 2, 3, 4, 5
+# The synthetic batches number special tokens as a jaxssl tokenizer does (no tokenizer is trained
+# here): by their position in SPECIAL_TOKENS, the regular tokens after them.
+PAD = tokenizer_lib.PAD_ID
+CLS = tokenizer_lib.CLS_ID
+SEP = tokenizer_lib.SEP_ID
+MASK = tokenizer_lib.MASK_ID
+FIRST_REGULAR = tokenizer_lib.FIRST_REGULAR_ID
 OPTIMIZER = types.SimpleNamespace(
     learning_rate=1e-4,
     warmup_steps=10,
@@ -122,8 +132,8 @@ def gpt_batch(rng, batch, length, vocab):
   }
 
 
-def measure(family, fields, batch_size, length, predictions, num_steps):
-  """Seconds per train step (best of ``num_steps``) and the model config."""
+def time_case(family, fields, batch_size, length, predictions, num_steps):
+  """(seconds per train step (best of ``num_steps``), compile seconds, the model config)."""
   fields = {
       **fields, "dtype": "bfloat16",
       "param_dtype": "float32",
@@ -167,28 +177,78 @@ def measure(family, fields, batch_size, length, predictions, num_steps):
   return min(times), compile_seconds, cfg
 
 
-def main(argv):
-  del argv
+def measure(tiny, num_steps, attention=None):
+  """The measured matmul rate and one row per case and attention implementation, as a dict.
+
+  ``attention``: model.attention_implementation values (default: xla and cudnn on a GPU, xla
+  elsewhere). A case that fails (e.g. a shape cuDNN lacks) gets a row with its ``error``.
+  """
   device = jax.devices()[0]
-  rate = matmul_rate(1024 if _TINY.value else 8192)
-  print(f"{device.platform} {device.device_kind}: measured bf16 matmul {rate / 1e12:.1f} TFLOP/s")
-  print("| model | batch x seq | step ms | tokens/s | model TFLOP/s | MFU | compile s |")
-  print("|---|---|---|---|---|---|---|")
-  implementations = _ATTENTION.value or (["xla", "cudnn"] if device.platform == "gpu" else ["xla"])
+  rate = matmul_rate(1024 if tiny else 8192)
+  rows = []
+  implementations = attention or (["xla", "cudnn"] if device.platform == "gpu" else ["xla"])
   for (name, family, fields, batch_size, length,
-       predictions), implementation in itertools.product(cases(_TINY.value), implementations):
-    name = f"{name}, {implementation} attention"
+       predictions), implementation in itertools.product(cases(tiny), implementations):
+    row = {
+        "model": name,
+        "attention": implementation,
+        "batch_size": batch_size,
+        "length": length,
+    }
     fields = {**fields, "attention_implementation": implementation}
     try:
-      seconds, compile_seconds, cfg = measure(family, fields, batch_size, length, predictions,
-                                              _STEPS.value)
+      seconds, compile_seconds, cfg = time_case(family, fields, batch_size, length, predictions,
+                                                num_steps)
     except Exception as error:  # pylint: disable=broad-except  # e.g. a shape cuDNN lacks
-      print(f"| {name} | {batch_size} x {length} | failed: {str(error).splitlines()[0][:200]} |")
+      rows.append({**row, "error": str(error).splitlines()[0][:200]})
       continue
     tokens_per_second = batch_size * length / seconds
     model_flops = tokens_per_second * flops_per_token(cfg, family, length, predictions)
-    print(f"| {name} | {batch_size} x {length} | {seconds * 1e3:.1f} | {tokens_per_second:,.0f} "
-          f"| {model_flops / 1e12:.1f} | {model_flops / rate:.1%} | {compile_seconds:.1f} |")
+    rows.append({
+        **row,
+        "step_seconds": seconds,
+        "tokens_per_second": tokens_per_second,
+        "model_flops_per_second": model_flops,
+        "mfu": model_flops / rate,
+        "compile_seconds": compile_seconds,
+    })
+  return {
+      "device": {
+          "platform": device.platform,
+          "kind": device.device_kind
+      },
+      "matmul_flops_per_second": rate,
+      "rows": rows,
+  }
+
+
+def to_markdown(result):
+  """``measure``'s dict as the printed report: the matmul rate, then a Markdown table."""
+  device = result["device"]
+  lines = [
+      f"{device['platform']} {device['kind']}: measured bf16 matmul "
+      f"{result['matmul_flops_per_second'] / 1e12:.1f} TFLOP/s",
+      "| model | batch x seq | step ms | tokens/s | model TFLOP/s | MFU | compile s |",
+      "|---|---|---|---|---|---|---|",
+  ]
+  for row in result["rows"]:
+    case = f"| {row['model']}, {row['attention']} attention | {row['batch_size']} x {row['length']}"
+    if "error" in row:
+      lines.append(f"{case} | failed: {row['error']} |")
+      continue
+    lines.append(f"{case} | {row['step_seconds'] * 1e3:.1f} | {row['tokens_per_second']:,.0f} "
+                 f"| {row['model_flops_per_second'] / 1e12:.1f} | {row['mfu']:.1%} "
+                 f"| {row['compile_seconds']:.1f} |")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  result = measure(_TINY.value, _STEPS.value, _ATTENTION.value)
+  print(to_markdown(result))
+  if _JSON.value:
+    with open(_JSON.value, "w", encoding="utf-8") as file:
+      json.dump(result, file, indent=2)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python benchmarks/speed_features.py          # BERT and GPT mini: batch 32, seq 128
     python benchmarks/speed_features.py --tiny   # a quick correctness run of the same code
+    python benchmarks/speed_features.py --json=features.json   # also the numbers as JSON
 
 Runs on whatever device JAX finds (CPU or GPU); the packing corpus is read from the package's
 Moby Dick file and tokenized with a SentencePiece model trained on it, so TFDS is not needed.
@@ -42,20 +43,27 @@ from absl import app
 from absl import flags
 from flax import nnx
 
+from jaxssl.core import steps
+from jaxssl.core.objectives import bert as bert_objective
+from jaxssl.core.objectives import gpt as gpt_objective
 from jaxssl.data import packing
 from jaxssl.data import pretraining
 from jaxssl.data import tokenizer as tokenizer_lib
 from jaxssl.models import bert
 from jaxssl.models import gpt
 from jaxssl.models import layers
-from jaxssl.core import steps
-from jaxssl.core.objectives import bert as bert_objective
-from jaxssl.core.objectives import gpt as gpt_objective
 
 _TINY = flags.DEFINE_bool("tiny", False, "Tiny models and shapes (a quick correctness run).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed steps per row; the best is reported.")
+_JSON = flags.DEFINE_string("json", None, "Also write the results as JSON to this path.")
 
-PAD, CLS, SEP, MASK, FIRST_REGULAR = 0, 2, 3, 4, 5
+# The synthetic batches number special tokens as a jaxssl tokenizer does (no tokenizer is trained
+# for them): by their position in SPECIAL_TOKENS, the regular tokens after them.
+PAD = tokenizer_lib.PAD_ID
+CLS = tokenizer_lib.CLS_ID
+SEP = tokenizer_lib.SEP_ID
+MASK = tokenizer_lib.MASK_ID
+FIRST_REGULAR = tokenizer_lib.FIRST_REGULAR_ID
 OPTIMIZER = types.SimpleNamespace(
     learning_rate=1e-4,
     warmup_steps=10,
@@ -92,7 +100,7 @@ def best_seconds(function, repeats):
   return min(times)
 
 
-def measure(function, args, repeats):
+def time_compiled(function, args, repeats):
   """(compile seconds, best step seconds, temp bytes or None) of ``function(*args)``."""
   start = time.perf_counter()
   compiled = jax.jit(function).lower(*args).compile()
@@ -280,34 +288,72 @@ def measured_rows(shapes, repeats):
   """(model, feature, setting, compile s, step s, temp bytes, useful share) of every case."""
   for model, feature, setting, build in cases(shapes):
     print(f"  {model} {feature}: {setting}", file=sys.stderr, flush=True)
-    compile_seconds, seconds, temp_bytes = measure(*build(), repeats)
+    compile_seconds, seconds, temp_bytes = time_compiled(*build(), repeats)
     yield model, feature, setting, compile_seconds, seconds, temp_bytes, 1.0
   print("  gpt packing", file=sys.stderr, flush=True)
   yield from packing_rows(shapes, repeats)
 
 
+def measure(tiny, repeats):
+  """The shapes and one row per case (``measured_rows``), with its speed-up against its model's
+  baseline row and its useful tokens per second, as a dict."""
+  shapes = TINY if tiny else FULL
+  device = jax.devices()[0]
+  tokens = shapes.batch_size * shapes.length
+  rows, baselines = [], {}
+  for model, feature, setting, compile_seconds, seconds, temp_bytes, useful in measured_rows(
+      shapes, repeats):
+    baseline = baselines.setdefault(model, seconds)
+    rows.append({
+        "model": model,
+        "feature": feature,
+        "setting": setting,
+        "compile_seconds": compile_seconds,  # None where not measured (packing rows)
+        "step_seconds": seconds,
+        "speed_up": baseline / seconds,
+        "temp_bytes": temp_bytes,  # None where XLA does not say
+        "useful_tokens": useful,  # the share of targets that count in the loss
+        "useful_tokens_per_second": useful * tokens / seconds,
+    })
+  return {
+      "device": {
+          "platform": device.platform,
+          "kind": device.device_kind
+      },
+      "jax": jax.__version__,
+      "shapes": dataclasses.asdict(shapes),
+      "repeats": repeats,
+      "rows": rows,
+  }
+
+
+def to_markdown(result):
+  """``measure``'s dict as the printed report: the setting, then a Markdown table."""
+  device, shapes = result["device"], result["shapes"]
+  lines = [
+      f"{device['platform']} {device['kind']}, jax {result['jax']}: {shapes['size']} models, "
+      f"vocab {shapes['vocab_size']}, batch {shapes['batch_size']} x seq {shapes['length']}, "
+      f"best of {result['repeats']}; speed-up against the model's baseline row",
+      "| model | feature | setting | compile s | step ms | speed-up | temp MiB | useful tokens "
+      "| useful tokens/s |",
+      "|---|---|---|---|---|---|---|---|---|",
+  ]
+  for row in result["rows"]:
+    compile_text = "—" if row["compile_seconds"] is None else f"{row['compile_seconds']:.1f}"
+    temp_text = "—" if row["temp_bytes"] is None else f"{row['temp_bytes'] / 2**20:.1f}"
+    lines.append(f"| {row['model']} | {row['feature']} | {row['setting']} | {compile_text} "
+                 f"| {row['step_seconds'] * 1e3:.1f} | {row['speed_up']:.2f}x | {temp_text} "
+                 f"| {row['useful_tokens']:.1%} | {row['useful_tokens_per_second']:,.0f} |")
+  return "\n".join(lines)
+
+
 def main(argv):
   del argv
-  shapes = TINY if _TINY.value else FULL
-  device = jax.devices()[0]
-  print(f"{device.platform} {device.device_kind}, jax {jax.__version__}: {shapes.size} models, "
-        f"vocab {shapes.vocab_size}, batch {shapes.batch_size} x seq {shapes.length}, "
-        f"best of {_REPEATS.value}; speed-up against the model's baseline row")
-  print("| model | feature | setting | compile s | step ms | speed-up | temp MiB | useful tokens "
-        "| useful tokens/s |")
-  print("|---|---|---|---|---|---|---|---|---|", flush=True)
-  tokens = shapes.batch_size * shapes.length
-  baselines = {}
-  for model, feature, setting, compile_seconds, seconds, temp_bytes, useful in measured_rows(
-      shapes, _REPEATS.value):
-    baseline = baselines.setdefault(model, seconds)
-    compile_text = "—" if compile_seconds is None else f"{compile_seconds:.1f}"
-    temp_text = "—" if temp_bytes is None else f"{temp_bytes / 2**20:.1f}"
-    print(
-        f"| {model} | {feature} | {setting} | {compile_text} | {seconds * 1e3:.1f} "
-        f"| {baseline / seconds:.2f}x | {temp_text} | {useful:.1%} "
-        f"| {useful * tokens / seconds:,.0f} |",
-        flush=True)
+  result = measure(_TINY.value, _REPEATS.value)
+  print(to_markdown(result))
+  if _JSON.value:
+    with open(_JSON.value, "w", encoding="utf-8") as file:
+      json.dump(result, file, indent=2)
 
 
 if __name__ == "__main__":

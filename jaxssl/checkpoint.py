@@ -8,13 +8,15 @@ import os
 
 import orbax.checkpoint as ocp
 
+DIRECTORY = "checkpoints"  # inside the workdir
+
 
 class Checkpointer:
   """Periodic and final checkpoints in ``workdir/checkpoints``, keeping the last ``keep``."""
 
   def __init__(self, workdir, keep):
     self.manager = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        os.path.join(os.path.abspath(workdir), DIRECTORY),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
         item_names=("state", "data"))
 

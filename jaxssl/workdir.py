@@ -111,6 +111,12 @@ def tokenizer_files(workdir):
   return [path(workdir, name) for name in TOKENIZER_FILES if os.path.exists(path(workdir, name))]
 
 
+def has_checkpoint(workdir):
+  """Whether the run saved a checkpoint (read without opening, or creating, the folder)."""
+  folder = path(workdir, checkpoint.DIRECTORY)
+  return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
+
+
 def checkpointer(workdir, keep):
   """The run's ``checkpoint.Checkpointer`` (``workdir/checkpoints``, the last ``keep`` kept)."""
   return checkpoint.Checkpointer(workdir, keep)

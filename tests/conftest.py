@@ -1,6 +1,5 @@
 """Shared fixtures: a prepared TFDS dir, a small tokenizer and tiny BERT run configs."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -9,6 +8,8 @@ import sys
 
 import filelock
 import pytest
+
+from jaxssl.cli import load_config
 from jaxssl.core import pretrain
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -25,13 +26,6 @@ if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
 def fake_devices(count):
   """XLA_FLAGS for a subprocess that sees ``count`` CPU devices, compiled as every test compiles."""
   return f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count={count}"
-
-
-def load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
 
 
 def shared_across_workers(tmp_path_factory, worker_id, name, build):
@@ -67,7 +61,7 @@ def tokenizer_path(tfds_dir, tmp_path_factory):
 def tiny_encoder(tfds_dir, tokenizer_path, tmp_path_factory, worker_id):
   """A 2-step jaxssl BERT pretraining workdir (read-only): an encoder that fine-tunes in seconds."""
 
-  def pretrain(workdir):
+  def build(workdir):
     config = load_config("bert_pretrain", "size=tiny")
     config.update(
         dataset=SMALL_CORPUS,
@@ -84,7 +78,7 @@ def tiny_encoder(tfds_dir, tokenizer_path, tmp_path_factory, worker_id):
     pretrain.run(config, str(workdir))
     return str(workdir)
 
-  return shared_across_workers(tmp_path_factory, worker_id, "tiny_bert", pretrain)
+  return shared_across_workers(tmp_path_factory, worker_id, "tiny_bert", build)
 
 
 @pytest.fixture(scope="session")

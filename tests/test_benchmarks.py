@@ -1,6 +1,6 @@
 """The benchmark scripts run and report sane numbers (tiny sizes on CPU)."""
 
-import re
+import json
 import subprocess
 import sys
 
@@ -12,6 +12,8 @@ from conftest import ROOT
 # The scripts' code paths, compiled without XLA's slow LLVM optimizations (tiny shapes: the
 # timings themselves are not checked, only that they are sane).
 ENV = {"PYTHONPATH": str(ROOT), "PATH": "", "XLA_FLAGS": FAST_COMPILE}
+PEERS = ("transformers Flax", "transformers PyTorch")
+KINDS = ("matmul", "layout copy", "reduction", "elementwise", "other")  # cpu_step_profile.py's
 
 
 def run_script(script, *args, timeout):
@@ -26,21 +28,28 @@ def run_script(script, *args, timeout):
   return process
 
 
-@pytest.mark.slow
-def test_gpu_throughput_script_at_tiny_size():
-  process = run_script("gpu_throughput.py", "--tiny", "--steps=2", timeout=600)
-  rows = [line for line in process.stdout.splitlines() if re.match(r"\| (bert|gpt)-tiny", line)]
-  assert len(rows) == 2
-  for row in rows:
-    tokens_per_second, mfu = row.split("|")[4], row.split("|")[6]
-    assert float(tokens_per_second.replace(",", "")) > 0
-    assert 0 < float(mfu.strip(" %")) < 100
+def measured(script, tmp_path, *args, timeout):
+  """The results ``benchmarks/<script>`` writes with ``--json`` when run with ``args``."""
+  path = tmp_path / "results.json"
+  run_script(script, *args, f"--json={path}", timeout=timeout)
+  return json.loads(path.read_text())
 
 
 @pytest.mark.slow
-def test_cpu_peers_script_at_tiny_size(tfds_dir):
-  process = run_script(
+def test_gpu_throughput_script_at_tiny_size(tmp_path):
+  result = measured("gpu_throughput.py", tmp_path, "--tiny", "--steps=2", timeout=600)
+  assert [row["model"] for row in result["rows"]] == ["bert-tiny seq 32", "gpt-tiny seq 32"]
+  for row in result["rows"]:
+    assert "error" not in row
+    assert row["tokens_per_second"] > 0
+    assert 0 < row["mfu"] < 1
+
+
+@pytest.mark.slow
+def test_cpu_peers_script_at_tiny_size(tfds_dir, tmp_path):
+  result = measured(
       "cpu_peers.py",
+      tmp_path,
       "--tiny",
       "--steps=1",
       "--repeats=2",
@@ -48,33 +57,23 @@ def test_cpu_peers_script_at_tiny_size(tfds_dir):
       "--notorch_compile",
       f"--data_dir={tfds_dir}",
       timeout=900)
-  lines = process.stdout.splitlines()
-  counts = re.search(
-      r"parameters: jaxssl ([\d,]+), transformers Flax ([\d,]+), "
-      r"transformers PyTorch ([\d,]+)", process.stdout)
-  assert counts and len(set(counts.groups())) == 1
-  rows = {row.split("|")[1].strip(): row.split("|") for row in lines if row.startswith("| ")}
-  for name in ("jaxssl", "transformers Flax", "transformers PyTorch"):
-    step_ms, tokens_per_second, mfu = rows[name][2], rows[name][4], rows[name][6]
-    assert float(step_ms) > 0 and float(tokens_per_second.replace(",", "")) > 0
-    assert 0 < float(mfu.strip(" %")) < 100
-  assert float(rows["jaxssl"][7]) > 0  # compile seconds
-  for peer in ("transformers Flax", "transformers PyTorch"):
-    ratio = re.search(rf"jaxssl / {peer}: ([\d.]+)x", process.stdout)
-    assert ratio and float(ratio.group(1)) > 0
-  pipeline = re.search(r"input pipeline: ([\d,]+) examples/s.*, ([\d.]+)x the", process.stdout)
-  assert pipeline and float(pipeline.group(1).replace(",", "")) > 0
-  assert float(pipeline.group(2)) > 0
+  assert list(result["parameters"]) == ["jaxssl", *PEERS]
+  assert len(set(result["parameters"].values())) == 1
+  frameworks = result["frameworks"]
+  for name in ("jaxssl", *PEERS):
+    assert frameworks[name]["step_seconds"] > 0 and frameworks[name]["tokens_per_second"] > 0
+    assert 0 < frameworks[name]["mfu"] < 1
+  assert frameworks["jaxssl"]["compile_seconds"] > 0
+  assert set(result["ratios"]) == set(PEERS)
+  assert all(ratio > 0 for ratio in result["ratios"].values())
+  assert result["pipeline"]["examples_per_second"] > 0 and result["pipeline"]["ratio"] > 0
 
 
 @pytest.mark.slow
-def test_speed_features_script_at_tiny_size():
-  process = run_script("speed_features.py", "--tiny", "--repeats=1", timeout=900)
-  rows = [[cell.strip()
-           for cell in line.split("|")[1:-1]]
-          for line in process.stdout.splitlines()
-          if re.match(r"\| (bert|gpt|attention op)\b", line)]
-  features = [(model, feature) for model, feature, *_ in rows]
+def test_speed_features_script_at_tiny_size(tmp_path):
+  result = measured("speed_features.py", tmp_path, "--tiny", "--repeats=1", timeout=900)
+  rows = result["rows"]
+  features = [(row["model"], row["feature"]) for row in rows]
   for family in ("bert", "gpt"):
     assert features.count((family, "remat")) == 3
     for feature in ("baseline", "compute dtype", "grad accum", "scan layers"):
@@ -82,37 +81,49 @@ def test_speed_features_script_at_tiny_size():
     deep = [feature for model, feature in features if model == f"{family} 3 layers"]
     assert deep == ["baseline", "scan layers", "remat", "scan layers"]
   assert ("bert", "MLM logits") in features and ("attention op", "attention") in features
-  useful = {}
-  for _, feature, setting, _, step_ms, speed_up, _, useful_tokens, _ in rows:
-    assert float(step_ms) > 0 and float(speed_up.rstrip("x")) > 0
-    assert feature != "baseline" or speed_up == "1.00x"
-    useful[setting] = float(useful_tokens.rstrip("%")) / 100
+  for row in rows:
+    assert row["step_seconds"] > 0 and row["speed_up"] > 0
+    assert row["feature"] != "baseline" or row["speed_up"] == 1.0
+  useful = {row["setting"]: row["useful_tokens"] for row in rows}
   assert useful["paragraphs packed"] > useful["one paragraph per row, padded"]
   assert 0.95 < useful["chapters packed"] <= 1.0
 
 
 @pytest.mark.slow
-def test_cpu_step_profile_script_at_tiny_size(tfds_dir):
-  process = run_script(
+def test_cpu_step_profile_script_at_tiny_size(tfds_dir, tmp_path):
+  result = measured(
       "cpu_step_profile.py",
+      tmp_path,
       "--tiny",
       "--steps=1",
       "--top=5",
       f"--data_dir={tfds_dir}",
       timeout=600)
-  shares = dict(
-      re.findall(r"^\| (matmul|layout copy|reduction|elementwise|other) \| [\d.]+ \| ([\d.]+)%",
-                 process.stdout, re.M))
-  assert set(shares) == {"matmul", "layout copy", "reduction", "elementwise", "other"}
-  assert sum(map(float, shares.values())) == pytest.approx(100, abs=0.5)
-  assert float(shares["matmul"]) > 0 and float(shares["elementwise"]) > 0
-  counted = re.search(
-      r"matmuls: ([\d.e+-]+) GFLOP per step \(cpu_peers.py's model FLOPs: "
-      r"([\d.e+-]+)\) at ([\d.]+) GFLOP/s", process.stdout)
+  kinds = result["kinds"]
+  assert tuple(kinds) == KINDS
+  assert sum(kind["share"] for kind in kinds.values()) == pytest.approx(1)
+  assert kinds["matmul"]["share"] > 0 and kinds["elementwise"]["share"] > 0
+  matmul = result["matmul"]
   # The dots in the compiled step are the model's matmuls that the FLOP formula counts, plus
   # the few it leaves out (pooler, NSP classifier, segment embedding): a little more, not less.
-  assert counted and 1.0 <= float(counted.group(1)) / float(counted.group(2)) < 1.2
-  assert float(counted.group(3)) > 0
-  assert len(
-      re.findall(r"^\| [\d.]+ \| (matmul|layout copy|reduction|elementwise|other) \|",
-                 process.stdout, re.M)) == 5
+  assert 1.0 <= matmul["flops"] / matmul["model_flops"] < 1.2
+  assert matmul["flops_per_second"] > 0
+  assert len(result["top_ops"]) == 5
+  assert all(op["kind"] in KINDS for op in result["top_ops"])
+
+
+@pytest.mark.slow
+def test_kv_cache_script_at_tiny_size(tmp_path):
+  result = measured(
+      "kv_cache.py",
+      tmp_path,
+      "--size=tiny",
+      "--batch=2",
+      "--prompt_length=4",
+      "--output_lengths=4,8",
+      "--repeats=1",
+      timeout=300)
+  assert [row["generated_tokens"] for row in result["rows"]] == [4, 8]
+  for row in result["rows"]:
+    assert row["cached_seconds_per_token"] > 0 and row["rerun_seconds_per_token"] > 0
+    assert row["ratio"] > 0

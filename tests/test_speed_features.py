@@ -19,9 +19,16 @@ from jaxssl.core import pretrain
 from jaxssl.core import steps
 from jaxssl.core.objectives import bert as bert_objective
 from jaxssl.core.objectives import gpt as gpt_objective
+from jaxssl.data import tokenizer as tokenizer_lib
 
 VOCAB, BATCH, LENGTH = 300, 8, 24
-SPECIAL = dict(special_ids=(0, 2, 3, 4), vocab_size=VOCAB, first_regular_id=5, mask_id=4, pad_id=0)
+SPECIAL = dict(
+    special_ids=(tokenizer_lib.PAD_ID, tokenizer_lib.CLS_ID, tokenizer_lib.SEP_ID,
+                 tokenizer_lib.MASK_ID),
+    vocab_size=VOCAB,
+    first_regular_id=tokenizer_lib.FIRST_REGULAR_ID,
+    mask_id=tokenizer_lib.MASK_ID,
+    pad_id=tokenizer_lib.PAD_ID)
 OPTIONS = ml_collections.ConfigDict(
     dict(
         learning_rate=1e-3,

@@ -15,6 +15,8 @@ import pytest
 from conftest import fake_devices
 from conftest import run_main
 from jaxssl import metrics
+from jaxssl import workdir as workdir_lib
+from jaxssl.core import objectives
 from jaxssl.core import pretrain
 from jaxssl.core import steps
 from jaxssl.core.objectives import bert as bert_objective
@@ -72,9 +74,19 @@ def test_nsp_off_trains_mlm_only(tiny_config, tmp_path):
   tiny_config.nsp = False
   tiny_config.num_train_steps = 10
   eval_metrics = pretrain.run(tiny_config, str(tmp_path / "run"))
-  # Without NSP every B is the real continuation: the untrained NSP head's accuracy is then
-  # the share of its argmax class, and its loss plays no part in training.
   assert eval_metrics["mlm_loss"] < np.log(1000)
+  # Without NSP every B is the real continuation...
+  objective = objectives.get(tiny_config)
+  tokenizer = workdir_lib.load_tokenizer(str(tmp_path / "run"))
+  documents = [[[7, 8, 9], [10, 11]], [[12, 13], [14, 15, 16]]] * 8
+  _, eval_batches = objective.batches(tokenizer, documents, documents,
+                                      dict(process_index=0, process_count=1))
+  assert all((batch["next_sentence_labels"] == 0).all() for batch in eval_batches)
+  # ...and the NSP loss sends no gradient: the classifier's bias (zero at initialisation, no
+  # weight decay on biases) is still exactly zero, where one NSP step would move it.
+  _, params = final_params(tmp_path / "run")
+  nsp_bias = [value for name, value in params.items() if "nsp_classifier" in name and "bias" in name]
+  assert len(nsp_bias) == 1 and not nsp_bias[0].any()
 
 
 @pytest.mark.slow

@@ -85,9 +85,7 @@ def check_pretrained(paths):
     if config.get("objective") != "bert":
       raise ValueError(f"workdir {path} holds a {config.get('objective')!r} run, not BERT "
                        "pretraining; pass workdirs of configs/bert_pretrain.py runs.")
-    checkpoints = os.path.join(path, "checkpoints")
-    if not os.path.isdir(checkpoints) or not any(name.isdigit()
-                                                 for name in os.listdir(checkpoints)):
+    if not workdir_lib.has_checkpoint(path):
       raise ValueError(f"workdir {path} has no checkpoint yet; let its pretraining save one.")
     name = suite.run_name(path)
     if name in names or name == "scratch":

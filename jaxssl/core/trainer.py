@@ -88,7 +88,10 @@ def train(state,
         train_metrics[f"{unit}_per_second"] = count / elapsed
       train_metrics["learning_rate"] = float(schedule(step))
       writer.write(step, "train", train_metrics)
-      progress.set_postfix({progress_metric: f"{train_metrics[progress_metric]:.3f}"})
+      postfix = {progress_metric: f"{train_metrics[progress_metric]:.3f}"}
+      if "tokens_per_second" in train_metrics:
+        postfix["tok_s"] = f"{train_metrics['tokens_per_second']:.0f}"
+      progress.set_postfix(postfix)
       window_sums, window_counts, window_steps = None, {}, 0
       window_start = time.perf_counter()
     if step % eval_every == 0 or step == num_steps:

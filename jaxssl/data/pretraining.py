@@ -275,3 +275,12 @@ def fixed_pair_batches(documents: Sequence[Sequence[Sequence[int]]],
       pad_values={"input_ids": pair_options["pad_id"]},
       process_index=process_index,
       process_count=process_count)
+
+
+def token_counts(documents, tokenizer):
+  """Token frequencies of sentence-split token documents, special tokens zeroed: what the
+  pretraining objectives' unigram baselines predict from."""
+  counts = np.bincount(
+      np.concatenate([np.concatenate(doc) for doc in documents]), minlength=tokenizer.vocab_size)
+  counts[:tokenizer.num_special] = 0
+  return counts

@@ -17,6 +17,8 @@ import sentencepiece
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD, UNK, CLS, SEP, MASK = SPECIAL_TOKENS
+PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))  # their ids
+FIRST_REGULAR_ID = len(SPECIAL_TOKENS)  # the first id of a piece learnt from text
 MODEL_FILE = "tokenizer.model"  # The file name ``save`` writes.
 
 # SentencePiece reads at most this many sentences (a random sample) so that training time stays
@@ -56,27 +58,27 @@ class Tokenizer:
 
   @property
   def num_special(self) -> int:
-    return len(SPECIAL_TOKENS)
+    return FIRST_REGULAR_ID
 
   @property
   def pad_id(self) -> int:
-    return SPECIAL_TOKENS.index(PAD)
+    return PAD_ID
 
   @property
   def unk_id(self) -> int:
-    return SPECIAL_TOKENS.index(UNK)
+    return UNK_ID
 
   @property
   def cls_id(self) -> int:
-    return SPECIAL_TOKENS.index(CLS)
+    return CLS_ID
 
   @property
   def sep_id(self) -> int:
-    return SPECIAL_TOKENS.index(SEP)
+    return SEP_ID
 
   @property
   def mask_id(self) -> int:
-    return SPECIAL_TOKENS.index(MASK)
+    return MASK_ID
 
   def encode(self, text: str) -> list[int]:
     return self._processor.encode(text, out_type=int)
@@ -136,9 +138,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, model_path: str) -> T
         shuffle_input_sentence=True,
         max_sentence_length=16384,
         num_threads=2,
-        pad_id=SPECIAL_TOKENS.index(PAD),
+        pad_id=PAD_ID,
         pad_piece=PAD,
-        unk_id=SPECIAL_TOKENS.index(UNK),
+        unk_id=UNK_ID,
         unk_piece=UNK,
         bos_id=-1,
         eos_id=-1,

@@ -5,9 +5,9 @@ Owns everything that differs for BERT: the model, its batches, the train and eva
 metrics and the baseline the run is judged against.
 """
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxssl.core import rng as rng_lib
@@ -151,14 +151,6 @@ def make_eval_step(graphdef, config, special):
   return eval_step
 
 
-def token_counts(documents, tokenizer):
-  """Training-token frequencies (sentence-split token documents), specials zeroed."""
-  counts = np.bincount(
-      np.concatenate([np.concatenate(doc) for doc in documents]), minlength=tokenizer.vocab_size)
-  counts[:tokenizer.num_special] = 0
-  return counts
-
-
 class Objective:
   """Masked-language modelling on sentence pairs, plus next-sentence prediction if config.nsp."""
 
@@ -232,7 +224,7 @@ class Objective:
     Masked positions are drawn uniformly among non-special tokens, so the expected accuracy is
     that token's share of the evaluation's non-special tokens.
     """
-    most_frequent = int(np.argmax(token_counts(train_documents, tokenizer)))
+    most_frequent = int(np.argmax(pretraining.token_counts(train_documents, tokenizer)))
     ids = np.concatenate([b["input_ids"][b["example_weights"] > 0].ravel() for b in eval_batches])
     regular = ids[ids >= tokenizer.num_special]
     accuracy = float(np.mean(regular == most_frequent))

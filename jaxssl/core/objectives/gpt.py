@@ -9,9 +9,9 @@ from flax import nnx
 
 from jaxssl.core import rng as rng_lib
 from jaxssl.core import steps
-from jaxssl.core.objectives import bert as bert_objective
 from jaxssl.core.objectives import losses
 from jaxssl.data import packing
+from jaxssl.data import pretraining
 from jaxssl.models import gpt
 
 
@@ -118,7 +118,7 @@ class Objective:
 
   def baseline(self, eval_batches, train_documents, tokenizer):
     """Perplexity of the training unigram distribution (add-one smoothed) on the eval targets."""
-    counts = bert_objective.token_counts(train_documents, tokenizer).astype(np.float64)
+    counts = pretraining.token_counts(train_documents, tokenizer).astype(np.float64)
     counts[tokenizer.sep_id] = len(train_documents)  # one separator after each document
     log_probs = np.log((counts + 1) / (counts + 1).sum())
     targets = np.concatenate([b["target_ids"][b["target_weights"] > 0] for b in eval_batches])
