@@ -9,10 +9,12 @@ import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -20,13 +22,16 @@ import pytest
 from flax import nnx
 
 from conftest import fake_devices
+from conftest import load_config
 from conftest import ROOT
 from conftest import shared_across_workers
 from conftest import small_bert_config
 from conftest import small_gpt_config
 from jaxssl import metrics
+from jaxssl import sharding
 from jaxssl import sharding_report
 from jaxssl.core import pretrain
+from jaxssl.models import bert
 from test_train import final_params
 
 ONE_DEVICE = dict(data=1, fsdp=1, tensor=1)
@@ -215,6 +220,30 @@ def test_parameters_and_optimizer_state_are_sharded(runs, name):
   # position tables, norms and the attention/MLP output biases stay whole.
   assert whole["params"] / 8 < by_mesh["tensor=8"] < whole["params"] / 3
   assert by_mesh["fsdp=8"] < by_mesh["fsdp=2 tensor=4"] < by_mesh["tensor=8"]
+
+
+def test_activations_are_constrained_to_the_mesh_under_the_rules():
+  """Under ``sharding.activation_rules`` the encoder pins its activations (rows over data x
+  fsdp, heads and MLP units over tensor); without the rules it leaves them to XLA. A one-device
+  mesh still spells the constraints out in the lowered program."""
+  cfg = bert.BertConfig.from_dict(dict(size="tiny", vocab_size=100))  # 2 blocks
+  graphdef, state = nnx.split(bert.BertEncoder(cfg, nnx.Rngs(0)))
+  ids = jnp.zeros((8, 16), jnp.int32)
+  # A new function for each lowering: jit caches traces by function, and the rules are not
+  # part of its cache key.
+  forward = lambda: lambda state, ids: nnx.merge(graphdef, state)(ids, ids, ids >= 0)[0]
+  rules = sharding.logical_rules(load_config("bert_pretrain", "size=tiny").logical_axis_rules)
+  with jax.set_mesh(sharding.make_mesh(ONE_DEVICE)):
+    plain = jax.jit(forward()).lower(state, ids).as_text()
+    with sharding.activation_rules(rules):
+      constrained = jax.jit(forward()).lower(state, ids).as_text()
+  specs = re.findall(r"sdy\.sharding_constraint %\w+ <@mesh, (\[.*?\])>", constrained)
+  assert "sharding_constraint" not in plain
+  rows = '[{"data", "fsdp"}, {}, {}]'  # (B, T, D)
+  heads = '[{"data", "fsdp"}, {}, {"tensor"}, {}]'  # (B, T, N, H)
+  mlp = '[{"data", "fsdp"}, {}, {"tensor"}]'  # (B, T, M)
+  # The embeddings' output and each block's output; q, k and v of each block; its MLP units.
+  assert (specs.count(rows), specs.count(heads), specs.count(mlp)) == (3, 6, 2), specs
 
 
 if __name__ == "__main__":
