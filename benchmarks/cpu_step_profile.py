@@ -183,11 +183,16 @@ def measure(*, tiny, num_steps, data_dir, top):
           "hidden": model.hidden_size,
           "vocab": model.vocab_size
       },
-      "batch_size": config.batch_size,
-      "length": config.max_seq_length,
-      "steps": num_steps,
-      "step_seconds": statistics.median(step_seconds),  # untraced
-      "traced_step_seconds": traced_seconds,
+      "batch_size":
+          config.batch_size,
+      "length":
+          config.max_seq_length,
+      "steps":
+          num_steps,
+      "step_seconds":
+          statistics.median(step_seconds),  # untraced
+      "traced_step_seconds":
+          traced_seconds,
       # Per step, in KINDS' order; a share is of the summed op time.
       "kinds": {
           kind: {
@@ -202,13 +207,16 @@ def measure(*, tiny, num_steps, data_dir, top):
           "flops_per_second": flops / by_kind["matmul"],
           "xla_alone_flops_per_second": alone,
       },
-      "executed_ops": len(seconds),
-      "top_ops": [{
-          "seconds": total / num_steps,  # per step
-          "kind": ops[name][0],
-          "op": name,
-          "jax_operation": ops[name][2]
-      } for name, total in seconds.most_common(top)],
+      "executed_ops":
+          len(seconds),
+      "top_ops": [
+          {
+              "seconds": total / num_steps,  # per step
+              "kind": ops[name][0],
+              "op": name,
+              "jax_operation": ops[name][2]
+          } for name, total in seconds.most_common(top)
+      ],
   }
 
 

@@ -120,8 +120,7 @@ class Predictor:
         total=len(rows.example_of_row), desc="predict", unit="row", disable=not progress) as bar:
       outputs, _ = finetune.run_model(self.predict_step, self.params, rows.arrays, self.batch_size,
                                       bar)
-    predictions = self.kind.decode(self.task, rows, outputs, self.label_names,
-                                   self.decode_options)
+    predictions = self.kind.decode(self.task, rows, outputs, self.label_names, self.decode_options)
     for record, prediction in zip(records, predictions):
       if "id" in record:
         prediction["id"] = record["id"]
@@ -178,8 +177,8 @@ def read_records(path):
 
 def write_records(path, records):
   """Writes JSON Lines all at once (a temporary file renamed), so a failed run leaves none."""
-  workdir_lib.write_text(path, "".join(json.dumps(record, ensure_ascii=False) + "\n"
-                                       for record in records))
+  workdir_lib.write_text(
+      path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def main():

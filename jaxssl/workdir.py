@@ -72,8 +72,8 @@ def check_compatible(workdir, config, identity_fields):
 
 def write_model_config(workdir, model_config):
   """Records a model config dataclass (a checkpoint's, or a fine-tuned encoder's)."""
-  write_text(path(workdir, MODEL_CONFIG_FILE), json.dumps(dataclasses.asdict(model_config),
-                                                          indent=2))
+  write_text(
+      path(workdir, MODEL_CONFIG_FILE), json.dumps(dataclasses.asdict(model_config), indent=2))
 
 
 def read_model_config(workdir, config_class):

@@ -52,8 +52,10 @@ def imports_of(name):
         submodule = f"{node.module}.{alias.name}"
         found.add(submodule if submodule in MODULES else node.module)
   if "import_module(" in ast.unparse(tree):  # then any module name it spells may be imported
-    found.update(node.value for node in ast.walk(tree)
-                 if isinstance(node, ast.Constant) and node.value in MODULES)
+    found.update(
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and node.value in MODULES)
   return {module for module in found if module in MODULES} - {name}
 
 
@@ -94,8 +96,8 @@ def switch_on_kind(node):
 
   def names_kind(expression):
     if isinstance(expression, ast.Attribute):  # numpy's dtype.kind is not a task kind
-      return expression.attr in ("kind", "objective") and not (
-          isinstance(expression.value, ast.Attribute) and expression.value.attr == "dtype")
+      return expression.attr in ("kind", "objective") and not (isinstance(
+          expression.value, ast.Attribute) and expression.value.attr == "dtype")
     if isinstance(expression, ast.Name):
       return expression.id in ("kind", "objective")
     return (isinstance(expression, ast.Call) and isinstance(expression.func, ast.Attribute) and
@@ -123,14 +125,11 @@ def test_no_switch_on_a_kind_or_objective_outside_their_definitions():
       continue
     tree = ast.parse(path.read_text(encoding="utf-8"))
     refusals = {
-        id(node.test)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.If) and len(node.body) == 1 and isinstance(node.body[0], ast.Raise)
-        and not node.orelse
+        id(node.test) for node in ast.walk(tree) if isinstance(node, ast.If) and
+        len(node.body) == 1 and isinstance(node.body[0], ast.Raise) and not node.orelse
     }
     switches += [
-        f"{path.relative_to(ROOT)}:{node.lineno}"
-        for node in ast.walk(tree)
+        f"{path.relative_to(ROOT)}:{node.lineno}" for node in ast.walk(tree)
         if switch_on_kind(node) and id(node) not in refusals
     ]
   assert not switches, f"switches on a task kind or objective: {switches}"

@@ -5,7 +5,6 @@ import pytest
 from jaxssl.core.tasks import catalog
 from jaxssl.core.tasks import kinds
 
-
 CLS, SEP, PAD = 1, 2, 0
 TASKS = catalog.TASKS
 
@@ -67,7 +66,10 @@ def test_a_label_outside_the_label_set_names_the_example():
 def test_a_dataset_without_the_tasks_features_is_one_line():
   with pytest.raises(ValueError, match=r"tweets train examples have no 'sentence1' feature"):
     catalog.encode(
-        TASKS["mrpc"], WordTokenizer(), [{"text": "a", "label": 1}], 8, where="tweets train")
+        TASKS["mrpc"], WordTokenizer(), [{
+            "text": "a",
+            "label": 1
+        }], 8, where="tweets train")
 
 
 def test_truncated_examples_are_counted():
@@ -114,10 +116,10 @@ def test_baselines_ignore_the_text():
     } for label in labels], 4)
 
   majority = catalog.baseline(TASKS["sentiment"], rows_of("sentiment", [1, 1, 0]),
-                                     rows_of("sentiment", [1, 0, 0, 0]))
+                              rows_of("sentiment", [1, 0, 0, 0]))
   assert majority["majority_accuracy"] == 0.25 and majority["majority_f1"] == 0.4
   mean = catalog.baseline(TASKS["rating"], rows_of("rating", [1.0, 3.0], "rating"),
-                                 rows_of("rating", [2.0, 4.0], "rating"))
+                          rows_of("rating", [2.0, 4.0], "rating"))
   assert mean == {"mean_prediction_mse": 2.0}
 
 

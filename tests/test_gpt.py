@@ -19,7 +19,6 @@ PROMPTS = [[5, 17, 3, 40, 8, 22], [9, 60], [71, 2, 33, 14]]  # ragged on purpose
 STYLES = ["tiny", "llama-tiny"]  # GPT-2 (learned, LayerNorm, GELU, tied) and Llama (GQA)
 
 
-
 @functools.partial(jax.jit, static_argnames=("graphdef",))
 def _logits_at(graphdef, params, tokens, segment_ids, positions, index):
   """(B, V) logits at column ``index`` of a full, uncached forward pass."""
@@ -60,6 +59,7 @@ def generate_without_cache(model_graphdef,
     if done.all():
       break
   return generation.until_stop(tokens[:, prompt_length:prompt_length + step + 1], stop_tokens)
+
 
 def make_model(size, seed=0, **overrides):
   """(graphdef, params) of a random model whose greedy tokens depend on the whole context.
@@ -118,9 +118,8 @@ def test_cached_greedy_tokens_equal_full_recompute(model):
 def test_cached_sampling_equals_full_recompute():
   model = make_model("llama-tiny")
   settings = dict(temperature=1.0, top_k=20, top_p=0.9)
-  assert (greedy(model, PROMPTS,
-                 **settings) == greedy(model, PROMPTS, generate_without_cache,
-                                       **settings))
+  assert (greedy(model, PROMPTS, **settings) == greedy(model, PROMPTS, generate_without_cache,
+                                                       **settings))
 
 
 def test_cache_logits_equal_full_forward(model):

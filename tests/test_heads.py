@@ -173,12 +173,14 @@ def encoder_batch():
   }
 
 
-@pytest.mark.parametrize("name, num_outputs, labels", [
-    ("classification", 2, [1, 0]),  # a sentence pair is one row: the same head
-    ("regression", 1, [0.5, -1.0]),
-    ("token_classification", 3, None),
-    ("question_answering", 2, None),
-])
+@pytest.mark.parametrize(
+    "name, num_outputs, labels",
+    [
+        ("classification", 2, [1, 0]),  # a sentence pair is one row: the same head
+        ("regression", 1, [0.5, -1.0]),
+        ("token_classification", 3, None),
+        ("question_answering", 2, None),
+    ])
 def test_every_head_trains_on_encoder_output(encoder_batch, name, num_outputs, labels):
   sequence, batch = encoder_batch
   batch = {**batch, "labels": batch["token_labels"] if labels is None else jnp.array(labels)}

@@ -7,7 +7,6 @@ import pytest
 from jaxssl.core.objectives import bert as bert_objective
 from jaxssl.core.objectives import losses
 
-
 PAD, CLS, SEP, MASK = 0, 2, 3, 4
 VOCAB = 1000
 FIRST_REGULAR = 5

@@ -127,7 +127,8 @@ def loss_and_grads(family, remat="none", scan_layers=False):
         jax.tree.map(jnp.asarray, bert_batch(rng)), jax.random.key(1), OPTIONS, SPECIAL)
 
     def loss_fn(params):
-      outputs = bert_objective.model_outputs(graphdef, params, batch, SPECIAL["pad_id"], jax.random.key(2))
+      outputs = bert_objective.model_outputs(graphdef, params, batch, SPECIAL["pad_id"],
+                                             jax.random.key(2))
       sums = bert_objective.metric_sums(outputs, batch)
       return sums["mlm_loss_sum"] + sums["nsp_loss_sum"]
   else:

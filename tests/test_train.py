@@ -85,7 +85,9 @@ def test_nsp_off_trains_mlm_only(tiny_config, tmp_path):
   # ...and the NSP loss sends no gradient: the classifier's bias (zero at initialisation, no
   # weight decay on biases) is still exactly zero, where one NSP step would move it.
   _, params = final_params(tmp_path / "run")
-  nsp_bias = [value for name, value in params.items() if "nsp_classifier" in name and "bias" in name]
+  nsp_bias = [
+      value for name, value in params.items() if "nsp_classifier" in name and "bias" in name
+  ]
   assert len(nsp_bias) == 1 and not nsp_bias[0].any()
 
 

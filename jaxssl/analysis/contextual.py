@@ -359,8 +359,7 @@ def main():
   FLAGS = flags.FLAGS
   sentences = load_sentences(FLAGS.example, FLAGS.sentences, FLAGS.word)
   model, tokenizer = load_encoder(FLAGS.init_from)
-  summary, notes = analyse(model, tokenizer, FLAGS.init_from, sentences, FLAGS.layer,
-                           FLAGS.output)
+  summary, notes = analyse(model, tokenizer, FLAGS.init_from, sentences, FLAGS.layer, FLAGS.output)
   for note in notes:
     print(f"note: {note}")
   print(f"{sentences.word!r}: mean similarity within sense {summary['within']:.3f}, "

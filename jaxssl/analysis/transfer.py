@@ -197,13 +197,13 @@ def mlm_accuracies(path, languages, data_dir):
     documents = pretraining.tokenize_documents(
         tokenizer, corpora.load_texts(dataset, config.eval_split, data_dir, config.text_key))
     _, batches = objective.batches(tokenizer, documents, documents,
-                                dict(process_index=0, process_count=1))
+                                   dict(process_index=0, process_count=1))
     sums = [
         eval_step(params, batch, jax.random.fold_in(rng, index))
         for index, batch in enumerate(batches)
     ]
     accuracies[language] = objective.summarize(jax.tree.map(lambda *parts: sum(parts),
-                                                        *sums))["mlm_accuracy"]
+                                                            *sums))["mlm_accuracy"]
   return accuracies
 
 
@@ -279,7 +279,8 @@ def plot(results, path):
 
 def main():
   workdir = flags.FLAGS.workdir
-  budget = dict(learning_rate=flags.FLAGS.learning_rate, num_train_steps=flags.FLAGS.num_train_steps)
+  budget = dict(
+      learning_rate=flags.FLAGS.learning_rate, num_train_steps=flags.FLAGS.num_train_steps)
   results = run_transfer(workdir, flags.FLAGS.pretrained, flags.FLAGS.en_dataset,
                          flags.FLAGS.data_dir, budget)
   markdown = tables(results)

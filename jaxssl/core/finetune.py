@@ -61,8 +61,8 @@ def load_encoder(config):
                        "needs a BERT encoder such as 'minilm'.")
     cfg, params, tokenizer = loaded.model.cfg, nnx.state(loaded.model), loaded.tokenizer
   if scratch:
-    params = nnx.state(bert.BertEncoder(cfg, nnx.Rngs(params=rng_lib.run_key(config.seed,
-                                                                             "params"))))
+    params = nnx.state(
+        bert.BertEncoder(cfg, nnx.Rngs(params=rng_lib.run_key(config.seed, "params"))))
   if config.max_seq_length > cfg.max_position:
     raise ValueError(f"max_seq_length={config.max_seq_length} exceeds the encoder's position "
                      f"table ({cfg.max_position}); lower it.")
@@ -214,8 +214,8 @@ def run(config, workdir):
     raise ValueError(f"workdir {workdir} already holds a fine-tuning run (fine-tuning does not "
                      "resume); use a new --workdir.")
   graphdef, encoder_params, tokenizer = load_encoder(config)
-  label_names = (None if kind.num_outputs else corpora.label_names(
-      task.dataset, config.data_dir, task.label_key))
+  label_names = (None if kind.num_outputs else corpora.label_names(task.dataset, config.data_dir,
+                                                                   task.label_key))
   num_labels = len(label_names) if label_names else None
   eval_split = config.eval_split or task.dev_split
   train_rows, train_report = encode_split(config, task, tokenizer, config.train_split, num_labels)
@@ -232,8 +232,8 @@ def run(config, workdir):
           encoder_params,
       "head":
           kind.head.init(
-              rng_lib.run_key(config.seed, "head"), encoder_cfg.hidden_size,
-              kind.num_outputs or num_labels)
+              rng_lib.run_key(config.seed, "head"), encoder_cfg.hidden_size, kind.num_outputs or
+              num_labels)
   }
   optimizer, schedule = steps.make_optimizer(config)
   state = steps.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))

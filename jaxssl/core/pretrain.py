@@ -197,8 +197,8 @@ def run(config, workdir):
       start_step = 0
       state = jax.jit(init_state, out_shardings=state_sharding)()
       if init:
-        state = state.replace(params=with_checkpoint_params(state.params, init,
-                                                            objective.checkpoint_prefix))
+        state = state.replace(
+            params=with_checkpoint_params(state.params, init, objective.checkpoint_prefix))
     else:
       state, data_position = checkpointer.restore(start_step,
                                                   steps.placed(abstract_state, state_sharding))

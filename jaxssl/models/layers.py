@@ -158,9 +158,8 @@ class SelfAttention(nnx.Module):
     # x: (B, T, D); mask: (B, 1, T, S) bool, True where attention is allowed.
     batch, length, _ = x.shape
     split = lambda y: y.reshape(batch, length, self.num_heads, self.head_dim)
-    q, k, v = (
-        constrain(split(projection(x)), BATCH, LENGTH, HEADS, None)
-        for projection in (self.query, self.key, self.value))  # (B, T, N, H)
+    q, k, v = (constrain(split(projection(x)), BATCH, LENGTH, HEADS, None)
+               for projection in (self.query, self.key, self.value))  # (B, T, N, H)
     if dropout_rng is None or self.attention_dropout_rate == 0.0:
       if self.implementation == "cudnn":  # cuDNN takes the mask as a bias of full (T, S) size.
         mask = jnp.broadcast_to(mask, (batch, 1, length, mask.shape[-1]))  # (B, 1, T, S)

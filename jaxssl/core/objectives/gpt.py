@@ -107,8 +107,8 @@ class Objective:
 
   def steps(self, graphdef, optimizer, tokenizer):
     del tokenizer  # next-token prediction needs no special ids
-    return (make_train_step(graphdef, optimizer, self.config.grad_accumulation_steps),
-            make_eval_step(graphdef))
+    return (make_train_step(graphdef, optimizer,
+                            self.config.grad_accumulation_steps), make_eval_step(graphdef))
 
   @staticmethod
   def summarize(sums, num_steps=1):

@@ -79,6 +79,7 @@ TASKS = {
 # The tasks whose data ships with jaxssl, which the suite (jaxssl.suite) runs.
 OFFLINE_TASKS = ("sentiment", "rating", "paraphrase", "pos", "qa", "sentiment_zh")
 
+
 def get_task(name, dataset=""):
   """The task called ``name``, reading ``dataset`` instead of its own when given (e.g. the
   sentiment task on 'jaxssl_sentiment/tweets', or qa on 'jaxssl_qa/squad_fixture')."""
@@ -163,8 +164,8 @@ def _check_labels(labels, num_labels, where):
 
 def score(task, rows, outputs, n_best=20, max_answer_length=30):
   """{metric: value} of the model ``outputs`` on ``rows`` (``run_model``'s) against the labels."""
-  return kinds.get(task.kind).score(task, rows, outputs, kinds.DecodeOptions(n_best,
-                                                                             max_answer_length))
+  return kinds.get(task.kind).score(task, rows, outputs,
+                                    kinds.DecodeOptions(n_best, max_answer_length))
 
 
 def baseline(task, train_rows, dev_rows):

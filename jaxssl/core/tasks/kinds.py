@@ -102,8 +102,10 @@ def _metric_scores(task, labels, predictions):
 def _majority_baseline(task, train_labels, dev_labels):
   """Always the most frequent training class (tag)."""
   predictions = np.full_like(dev_labels, np.bincount(train_labels).argmax())
-  return {f"majority_{name}": value for name, value in
-          _metric_scores(task, dev_labels, predictions).items()}
+  return {
+      f"majority_{name}": value
+      for name, value in _metric_scores(task, dev_labels, predictions).items()
+  }
 
 
 def _decode_classes(task, rows, outputs, label_names, options):
@@ -122,8 +124,8 @@ CLASSIFICATION = TaskKind(
     side_keys=(),
     score=lambda task, rows, outputs, options: _metric_scores(task, rows.arrays["labels"],
                                                               np.argmax(outputs, axis=-1)),
-    baseline=lambda task, train, dev: _majority_baseline(task, train.arrays["labels"],
-                                                         dev.arrays["labels"]),
+    baseline=lambda task, train, dev: _majority_baseline(
+        task, *(rows.arrays["labels"] for rows in (train, dev))),
     record_fields=_text_fields,
     decode=_decode_classes)
 
@@ -140,8 +142,8 @@ def _mean_prediction_baseline(task, train_rows, dev_rows):
   del task
   dev_labels = dev_rows.arrays["labels"]
   return {
-      "mean_prediction_mse": float(np.mean(np.square(dev_labels -
-                                                     train_rows.arrays["labels"].mean())))
+      "mean_prediction_mse":
+          float(np.mean(np.square(dev_labels - train_rows.arrays["labels"].mean())))
   }
 
 
@@ -150,8 +152,7 @@ REGRESSION = TaskKind(
     num_outputs=1,
     encode_example=_encode_value,
     side_keys=(),
-    score=lambda task, rows, outputs, options: _metric_scores(task, rows.arrays["labels"], outputs
-                                                             ),
+    score=lambda task, rows, outputs, options: _metric_scores(task, rows.arrays["labels"], outputs),
     baseline=_mean_prediction_baseline,
     record_fields=_text_fields,
     decode=lambda task, rows, outputs, label_names, options: [{
@@ -253,9 +254,8 @@ def answer_spans(task, rows, outputs, options):
   candidates = [[] for _ in rows.examples]
   for row, example in enumerate(rows.example_of_row):
     candidates[example].append(
-        finetuning.best_span(start_logits[row], end_logits[row],
-                             rows.side["token_char_spans"][row], options.n_best,
-                             options.max_answer_length))
+        finetuning.best_span(start_logits[row], end_logits[row], rows.side["token_char_spans"][row],
+                             options.n_best, options.max_answer_length))
   return [
       finetuning.best_answer(example_candidates, example[task.text_keys[1]])
       for example_candidates, example in zip(candidates, rows.examples)

@@ -15,7 +15,6 @@ import tensorflow_datasets as tfds
 
 from jaxssl.data.builders import shipped
 
-
 LABELS = ("not_paraphrase", "paraphrase")
 ALIGNED, NEIGHBOUR, WORD_OVERLAP = "aligned", "neighbour", "word_overlap"  # the pair kinds
 # A candidate negative whose words are this similar to the true partner's (difflib's ratio of

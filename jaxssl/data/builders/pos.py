@@ -30,7 +30,6 @@ import tensorflow_datasets as tfds
 
 from jaxssl.data.builders import shipped
 
-
 # The universal tagset of Petrov, Das & McDonald (2012), "A Universal Part-of-Speech Tagset".
 UNIVERSAL_TAGS = ("ADJ", "ADP", "ADV", "CONJ", "DET", "NOUN", "NUM", "PRT", "PRON", "VERB", ".",
                   "X")

@@ -12,7 +12,6 @@ import tensorflow_datasets as tfds
 
 from jaxssl.data.builders import shipped
 
-
 _HELD_OUT = {"test": 0.1, "validation": 0.1}  # the rest is train
 
 

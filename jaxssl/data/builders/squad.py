@@ -24,7 +24,6 @@ from tensorflow_datasets.question_answering import qa_utils
 
 from jaxssl.data.builders import shipped
 
-
 BLANK = "_____"  # stands in a cloze question for the words it asks for
 _SQUAD_FIXTURE = shipped.TASKS_DIR / "squad_fixture.json"
 _ALIGNED_VERSES = shipped.TASKS_DIR / "kjv_web_verses.jsonl.xz"
