@@ -23,6 +23,12 @@ class Checkpointer:
   def latest_step(self):
     return self.manager.latest_step()
 
+  def all_steps(self):
+    return self.manager.all_steps()
+
+  def delete(self, step):
+    self.manager.delete(step)
+
   def save(self, step, state, data_position):
     """Saves asynchronously; a second save of the same step is a no-op."""
     if step in self.manager.all_steps():

@@ -4,6 +4,7 @@ Only process 0 writes, so multi-host runs produce one record per step.
 """
 
 import json
+import math
 import os
 
 import jax
@@ -32,7 +33,12 @@ class MetricWriter:
     """Appends ``{"step", "split", **metrics}``; scalars go to TensorBoard as ``split/name``."""
     if not self.enabled:
       return
-    self.jsonl.write(json.dumps({"step": int(step), "split": split, **metrics}) + "\n")
+    # JSON has no NaN or infinity: a non-finite value is written as null.
+    values = {
+        name: None if isinstance(value, float) and not math.isfinite(value) else value
+        for name, value in metrics.items()
+    }
+    self.jsonl.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
     self.jsonl.flush()
     for name, value in metrics.items():
       if isinstance(value, (int, float)):

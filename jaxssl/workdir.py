@@ -8,11 +8,15 @@ run's config, tokenizer, model config, label names or checkpoints goes through h
                                 published checkpoint's tokenizer)
     WORKDIR/checkpoints/        orbax checkpoints (jaxssl.checkpoint)
     WORKDIR/metrics.jsonl       the logged metrics (jaxssl.metrics), with tensorboard/
+    WORKDIR/.lock               held by the live run (``lock``): one run per workdir
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
+import socket
 
 import ml_collections
 
@@ -25,6 +29,7 @@ MODEL_CONFIG_FILE = "model_config.json"
 LABELS_FILE = "labels.json"
 METRICS_FILE = "metrics.jsonl"
 TOKENIZER_FILES = (tokenizer_lib.MODEL_FILE, "tokenizer.json", "special_tokens.json")
+LOCK_FILE = ".lock"
 
 
 def path(workdir, name):
@@ -124,3 +129,28 @@ def checkpointer(workdir, keep):
 
 def has_metrics(workdir):
   return os.path.exists(path(workdir, METRICS_FILE))
+
+
+@contextlib.contextmanager
+def lock(workdir):
+  """Holds the workdir for one run: a second run (another process) is refused with one line
+  naming the holder. The operating system releases the lock when the holder exits, however it
+  exits (kill -9 included), so a lock is never stale; the file keeps the last holder's pid and
+  host only to say who holds it."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(path(workdir, LOCK_FILE), "a+", encoding="utf-8") as lock_file:
+    try:
+      fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      lock_file.seek(0)
+      holder = lock_file.read().strip() or "another process"
+      raise ValueError(f"workdir {workdir} is in use by a running job ({holder}); wait for it "
+                       "to finish or use another --workdir.") from None
+    lock_file.seek(0)
+    lock_file.truncate()
+    lock_file.write(f"pid {os.getpid()} on {socket.gethostname()}")
+    lock_file.flush()
+    try:
+      yield
+    finally:
+      fcntl.flock(lock_file, fcntl.LOCK_UN)

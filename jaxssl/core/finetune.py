@@ -12,7 +12,6 @@ A finished workdir holds what ``jaxssl.predict`` needs: the config, the encoder'
 """
 
 import dataclasses
-import os
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +25,7 @@ from jaxssl.core import rng as rng_lib
 from jaxssl.core import steps
 from jaxssl.core import trained
 from jaxssl.core import trainer
+from jaxssl.core import validation
 from jaxssl.core.objectives import bert as bert_objective
 from jaxssl.core.tasks import catalog
 from jaxssl.core.tasks import kinds
@@ -204,26 +204,14 @@ def train_batches(rows, batch_size, seed):
     yield {**batch, "example_weights": ones}, counts
 
 
-def run(config, workdir):
-  """Fine-tunes ``config.init_from`` on ``config.task``; returns the final dev metrics, each
-  with its text-blind baseline (``catalog.baseline``)."""
-  # --- Checks and data, before anything is written to the workdir.
-  task = catalog.get_task(config.task, config.dataset)
+def train(config, workdir, task, graphdef, encoder_params, tokenizer, label_names, train_split,
+          dev_split, text_blind):
+  """Writes what predict needs, trains encoder + head in ``trainer.train``'s loop and saves the
+  final parameters; returns the final dev metrics. ``train_split``/``dev_split``: (rows,
+  report) of ``encode_split``."""
   kind = kinds.get(task.kind)
-  if workdir_lib.has_metrics(workdir):
-    raise ValueError(f"workdir {workdir} already holds a fine-tuning run (fine-tuning does not "
-                     "resume); use a new --workdir.")
-  graphdef, encoder_params, tokenizer = load_encoder(config)
-  label_names = (None if kind.num_outputs else corpora.label_names(task.dataset, config.data_dir,
-                                                                   task.label_key))
+  (train_rows, train_report), (dev_rows, dev_report) = train_split, dev_split
   num_labels = len(label_names) if label_names else None
-  eval_split = config.eval_split or task.dev_split
-  train_rows, train_report = encode_split(config, task, tokenizer, config.train_split, num_labels)
-  dev_rows, dev_report = encode_split(config, task, tokenizer, eval_split, num_labels)
-  text_blind = catalog.baseline(task, train_rows, dev_rows)
-
-  # --- Every check passed: the workdir is written from here on.
-  os.makedirs(workdir, exist_ok=True)
   encoder_cfg = nnx.merge(graphdef, encoder_params).cfg
   save_for_prediction(workdir, config, encoder_cfg, tokenizer, label_names)
 
@@ -252,30 +240,58 @@ def run(config, workdir):
           }
       })
   checkpointer = workdir_lib.checkpointer(workdir, keep=1)
-  state, _, dev_metrics = trainer.train(
-      state,
-      train_step=train_step,
-      batches=train_batches(train_rows, config.batch_size, config.seed),
-      rng=rng_lib.run_key(config.seed, "train"),
-      start_step=0,
-      num_steps=config.num_train_steps,
-      summarize=summarize,
-      evaluate=lambda state: {
-          **evaluate(eval_step, state.params, task, dev_rows, config),
-          **text_blind
-      },
-      # Fine-tuning does not resume yet, so only the final parameters are kept (for predict).
-      save=lambda step, state: checkpointer.save(step, state.params, {}),
-      writer=writer,
-      schedule=schedule,
-      log_every=config.log_every,
-      eval_every=config.eval_every,
-      checkpoint_every=config.num_train_steps,
-      description=f"finetune {config.task}",
-      progress_metric="loss",
-      stop_on_sigterm=False)
-  writer.close()
-  checkpointer.close()
+  try:
+    state, _, dev_metrics = trainer.train(
+        state,
+        train_step=train_step,
+        batches=train_batches(train_rows, config.batch_size, config.seed),
+        rng=rng_lib.run_key(config.seed, "train"),
+        start_step=0,
+        num_steps=config.num_train_steps,
+        summarize=summarize,
+        evaluate=lambda state: {
+            **evaluate(eval_step, state.params, task, dev_rows, config),
+            **text_blind
+        },
+        # Fine-tuning does not resume yet, so only the final parameters are kept (for predict).
+        save=lambda step, state: checkpointer.save(step, state.params, {}),
+        writer=writer,
+        schedule=schedule,
+        log_every=config.log_every,
+        eval_every=config.eval_every,
+        checkpoint_every=config.num_train_steps,
+        description=f"finetune {config.task}",
+        progress_metric="loss",
+        stop_on_signal=False)
+  finally:  # pending writes finish even when training stops on an error
+    writer.close()
+    checkpointer.close()
+  return dev_metrics
+
+
+def run(config, workdir):
+  """Fine-tunes ``config.init_from`` on ``config.task``; returns the final dev metrics, each
+  with its text-blind baseline (``catalog.baseline``)."""
+  # --- Checks and data, before anything is written to the workdir.
+  validation.check_fields(config)
+  task = catalog.get_task(config.task, config.dataset)
+  kind = kinds.get(task.kind)
+  if workdir_lib.has_metrics(workdir):
+    raise ValueError(f"workdir {workdir} already holds a fine-tuning run (fine-tuning does not "
+                     "resume); use a new --workdir.")
+  graphdef, encoder_params, tokenizer = load_encoder(config)
+  label_names = (None if kind.num_outputs else corpora.label_names(task.dataset, config.data_dir,
+                                                                   task.label_key))
+  num_labels = len(label_names) if label_names else None
+  eval_split = config.eval_split or task.dev_split
+  train_rows, train_report = encode_split(config, task, tokenizer, config.train_split, num_labels)
+  dev_rows, dev_report = encode_split(config, task, tokenizer, eval_split, num_labels)
+  text_blind = catalog.baseline(task, train_rows, dev_rows)
+
+  # --- Every check passed: the workdir is written from here on, by one run at a time.
+  with workdir_lib.lock(workdir):
+    dev_metrics = train(config, workdir, task, graphdef, encoder_params, tokenizer, label_names,
+                        (train_rows, train_report), (dev_rows, dev_report), text_blind)
   print(f"Done: {config.num_train_steps} steps. dev "
         f"{', '.join(f'{name}={value:.4f}' for name, value in dev_metrics.items())}. "
         f"Metrics: {workdir}/metrics.jsonl")

@@ -5,13 +5,13 @@ What differs between BERT and GPT is the objective's (``jaxssl.core.objectives``
 to the workdir.
 """
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import tempfile
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -24,6 +24,7 @@ from jaxssl.core import objectives
 from jaxssl.core import rng as rng_lib
 from jaxssl.core import steps
 from jaxssl.core import trainer
+from jaxssl.core import validation
 from jaxssl.data import corpora
 from jaxssl.data import pretraining
 from jaxssl.data import tokenizer as tokenizer_lib
@@ -147,10 +148,10 @@ def run(config, workdir):
   Returns the last evaluation's metrics.
   """
   # --- Checks that need no data: config, mesh, workdir (and the checkpoint init_from names).
+  validation.check_fields(config)
   init = load_init(config)
   objective = objectives.get(config, init and init.model.cfg)
   mesh = sharding.make_mesh(config.mesh)
-  rules = sharding.logical_rules(config.logical_axis_rules)
   check_config(config, objective, mesh)
   workdir_lib.check_compatible(workdir, config, RUN_IDENTITY_FIELDS)
 
@@ -166,21 +167,45 @@ def run(config, workdir):
     train_documents = pretraining.tokenize_documents(tokenizer, train_texts)
     eval_documents = pretraining.tokenize_documents(tokenizer, eval_texts)
     processes = dict(process_index=jax.process_index(), process_count=jax.process_count())
-    train_batches, eval_batches = objective.batches(tokenizer, train_documents, eval_documents,
-                                                    processes)
+    batches = objective.batches(tokenizer, train_documents, eval_documents, processes)
 
-    # --- Every check passed: the workdir is written from here on.
-    os.makedirs(workdir, exist_ok=True)
-    if not workdir_lib.has_config(workdir) and jax.process_index() == 0:
-      tokenizer.save(workdir)
-      if init:
-        workdir_lib.write_model_config(workdir, init.model.cfg)
+    # --- Every check passed: the workdir is written from here on, by one run at a time.
+    held = workdir_lib.lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with held:
+      if not workdir_lib.has_config(workdir) and jax.process_index() == 0:
+        tokenizer.save(workdir)
+        if init:
+          workdir_lib.write_model_config(workdir, init.model.cfg)
+      shutil.rmtree(scratch_dir, ignore_errors=True)
+      if jax.process_index() == 0:
+        workdir_lib.write_config(workdir, config)
+      baseline = objective.baseline(batches[1], train_documents, tokenizer)
+      return train(config, workdir, objective, init, tokenizer, batches, baseline, mesh)
   finally:
     shutil.rmtree(scratch_dir, ignore_errors=True)
-  if jax.process_index() == 0:
-    workdir_lib.write_config(workdir, config)
-  baseline = objective.baseline(eval_batches, train_documents, tokenizer)
 
+
+def restore_latest(checkpointer, abstract_state):
+  """(step, state, data position) of the newest checkpoint that restores; an unreadable newer
+  one (a corrupt or truncated write) is deleted with a one-line note, so training continues
+  from the one before and saves that step again. (None, None, None) when there is none."""
+  for step in sorted(checkpointer.all_steps(), reverse=True):
+    try:
+      state, data_position = checkpointer.restore(step, abstract_state)
+      return step, state, data_position
+    except Exception as error:  # pylint: disable=broad-except  (orbax raises many kinds)
+      reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error)
+      print(f"note: checkpoint {step} cannot be read ({reason}); deleting it and resuming from "
+            "the one before.")
+      checkpointer.delete(step)
+  return None, None, None
+
+
+def train(config, workdir, objective, init, tokenizer, batches, baseline, mesh):
+  """Builds (or restores) the sharded state and runs the train loop; returns the last
+  evaluation's metrics."""
+  train_batches, eval_batches = batches
+  rules = sharding.logical_rules(config.logical_axis_rules)
   # --- Sharded state, built in place on the mesh (never whole on one device).
   optimizer, schedule = steps.make_optimizer(config)
   graphdef, init_state, abstract_state = steps.state_structure(objective, optimizer, config.seed)
@@ -191,8 +216,9 @@ def run(config, workdir):
   eval_step = jax.jit(eval_step, out_shardings=replicated)
 
   checkpointer = workdir_lib.checkpointer(workdir, config.keep_checkpoints)
-  start_step = checkpointer.latest_step()
   with jax.set_mesh(mesh), sharding.activation_rules(rules):
+    start_step, state, data_position = restore_latest(checkpointer,
+                                                      steps.placed(abstract_state, state_sharding))
     if start_step is None:
       start_step = 0
       state = jax.jit(init_state, out_shardings=state_sharding)()
@@ -200,8 +226,6 @@ def run(config, workdir):
         state = state.replace(
             params=with_checkpoint_params(state.params, init, objective.checkpoint_prefix))
     else:
-      state, data_position = checkpointer.restore(start_step,
-                                                  steps.placed(abstract_state, state_sharding))
       train_batches.restore(data_position)
   eval_rng = rng_lib.run_key(config.seed, "eval")
 
@@ -225,32 +249,32 @@ def run(config, workdir):
 
   # --- Train loop.
   writer = metrics_lib.MetricWriter(workdir, start_step)
-  with jax.set_mesh(mesh), sharding.activation_rules(rules):
-    state, step, eval_metrics = trainer.train(
-        state,
-        train_step=train_step,
-        batches=global_batches(),
-        rng=rng_lib.run_key(config.seed, "train"),
-        start_step=start_step,
-        num_steps=config.num_train_steps,
-        summarize=objective.summarize,
-        evaluate=evaluate,
-        save=save,
-        writer=writer,
-        schedule=schedule,
-        log_every=config.log_every,
-        eval_every=config.eval_every,
-        checkpoint_every=config.checkpoint_every,
-        description=f"{config.objective} pretrain",
-        progress_metric=objective.progress_metric)
-    if not eval_metrics and step >= config.num_train_steps:  # resumed a finished run
-      eval_metrics = evaluate(state)
-  checkpointer.close()
-  writer.close()
+  try:
+    with jax.set_mesh(mesh), sharding.activation_rules(rules):
+      state, step, eval_metrics = trainer.train(
+          state,
+          train_step=train_step,
+          batches=global_batches(),
+          rng=rng_lib.run_key(config.seed, "train"),
+          start_step=start_step,
+          num_steps=config.num_train_steps,
+          summarize=objective.summarize,
+          evaluate=evaluate,
+          save=save,
+          writer=writer,
+          schedule=schedule,
+          log_every=config.log_every,
+          eval_every=config.eval_every,
+          checkpoint_every=config.checkpoint_every,
+          description=f"{config.objective} pretrain",
+          progress_metric=objective.progress_metric)
+      if not eval_metrics and step >= config.num_train_steps:  # resumed a finished run
+        eval_metrics = evaluate(state)
+  finally:  # pending checkpoint writes finish even when training stops on an error
+    checkpointer.close()
+    writer.close()
 
-  if step < config.num_train_steps:
-    print(f"Stopped by SIGTERM at step {step}; checkpoint saved. Rerun the same command to resume.")
-  elif eval_metrics and jax.process_index() == 0:
+  if step >= config.num_train_steps and eval_metrics and jax.process_index() == 0:
     print(f"Done: {step} steps. {objective.summary(eval_metrics, baseline)}. "
           f"Metrics: {workdir}/metrics.jsonl")
   return eval_metrics

@@ -14,21 +14,41 @@ from tqdm import tqdm
 
 
 class StopSignal:
-  """Turns SIGTERM into a request to checkpoint and stop (all hosts agree on the step)."""
+  """Turns SIGTERM and SIGINT (Ctrl-C) into a request to checkpoint and stop; all hosts agree on
+  the step. A second Ctrl-C stops at once, as Python does by default."""
 
   def __init__(self):
-    self.requested = False
+    self.received = None  # the name of the signal that asked to stop
     if jax.process_count() == 1:
       signal.signal(signal.SIGTERM, self._handle)
+      signal.signal(signal.SIGINT, self._handle)
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
+    del frame
+    self.received = signal.Signals(signum).name
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
   def should_stop(self, step):
     if jax.process_count() > 1:
-      return multihost_utils.reached_preemption_sync_point(step)
-    return self.requested
+      stop = multihost_utils.reached_preemption_sync_point(step)
+      self.received = self.received or ("a preemption notice" if stop else None)
+      return stop
+    return self.received is not None
+
+  def close(self):
+    """Gives the signals back to their default handlers."""
+    if jax.process_count() == 1:
+      signal.signal(signal.SIGTERM, signal.SIG_DFL)
+      signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+class NonFiniteError(ValueError):
+  """Training diverged: a loss, gradient or parameter is NaN or infinite."""
+
+
+@jax.jit
+def params_finite(params):
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(params)]))
 
 
 def add_sums(total, sums):
@@ -52,7 +72,7 @@ def train(state,
           checkpoint_every: int,
           description: str,
           progress_metric: str,
-          stop_on_sigterm: bool = True):
+          stop_on_signal: bool = True):
   """Runs ``train_step`` from ``start_step`` to ``num_steps``; returns (state, last step,
   last evaluation's metrics).
 
@@ -60,9 +80,13 @@ def train(state,
   (real tokens, rows), logged as ``{unit}_per_second``. ``train_step(state, batch, rng) ->
   (state, sums)``; ``summarize(sums, num_steps) -> metrics``; ``evaluate(state) -> metrics``;
   ``save(step, state)`` checkpoints (every ``checkpoint_every`` steps, at the end, and when
-  SIGTERM asks the run to stop, if ``stop_on_sigterm``).
+  SIGTERM or SIGINT asks the run to stop, if ``stop_on_signal``). A step whose loss or
+  gradient norm is not finite stops the run at the next log, evaluation or checkpoint with
+  ``NonFiniteError``, before anything non-finite is evaluated or saved.
   """
-  stop = StopSignal() if stop_on_sigterm else None
+  stop = StopSignal() if stop_on_signal else None
+  non_finite = None  # on device: whether some step since the start had a non-finite gradient
+  last_saved = start_step or None
   step = start_step
   eval_metrics = {}
   progress = tqdm(
@@ -77,10 +101,23 @@ def train(state,
     batch, counts = next(batches)
     state, sums = train_step(state, batch, rng)
     step += 1
+    bad = ~jnp.isfinite(sums["grad_norm"])
+    non_finite = bad if non_finite is None else non_finite | bad
     window_sums = add_sums(window_sums, sums)
     window_counts = {unit: window_counts.get(unit, 0) + n for unit, n in counts.items()}
     window_steps += 1
     progress.update(1)
+    stopping = stop is not None and stop.should_stop(step)
+    saving = step % checkpoint_every == 0 or step == num_steps or stopping
+    if saving or step % log_every == 0 or step % eval_every == 0:
+      if bool(jax.device_get(non_finite)) or (saving and not params_finite(state.params)):
+        writer.write(step, "train", {"non_finite": True})
+        progress.close()
+        kept = (f"checkpoint {last_saved}, the last finite one, is kept"
+                if last_saved else "no checkpoint was saved")
+        raise NonFiniteError(
+            f"training stopped at step {step}: the loss, a gradient or a parameter is NaN or "
+            f"infinite; {kept}. Lower learning_rate or raise adam_eps, then rerun the command.")
     if step % log_every == 0 or step == num_steps:
       train_metrics = summarize(jax.device_get(window_sums), window_steps)
       elapsed = time.perf_counter() - window_start
@@ -97,10 +134,14 @@ def train(state,
     if step % eval_every == 0 or step == num_steps:
       eval_metrics = evaluate(state)
       writer.write(step, "eval", eval_metrics)
-    stopping = stop is not None and stop.should_stop(step)
-    if step % checkpoint_every == 0 or step == num_steps or stopping:
+    if saving:
       save(step, state)
+      last_saved = step
     if stopping:
+      print(f"Stopped by {stop.received} at step {step}; checkpoint saved. Rerun the same "
+            "command to resume.")
       break
   progress.close()
+  if stop is not None:
+    stop.close()
   return state, step, eval_metrics

@@ -41,5 +41,6 @@ def summarize_terms(sums, names, perplexity=()):
     metrics[f"{name}_loss"] = float(sums[f"{name}_loss_sum"]) / count
     metrics[f"{name}_accuracy"] = float(sums[f"{name}_correct"]) / count
     if name in perplexity:
-      metrics[f"{name}_perplexity"] = math.exp(metrics[f"{name}_loss"])
+      loss = metrics[f"{name}_loss"]
+      metrics[f"{name}_perplexity"] = math.exp(loss) if loss < 700 else math.inf  # no overflow
   return metrics

@@ -1,0 +1,73 @@
+"""Range checks of a run config's numeric fields, run before anything is written: each bad
+value is one error naming the field, the value and the range it must lie in."""
+
+import math
+
+# field -> (lowest, highest, whether each bound is allowed): the fields any run config may hold.
+# A field a config does not have is not checked. model.* fields are given with their prefix.
+RANGES = {
+    "num_train_steps": (1, math.inf, True, True),
+    "batch_size": (1, math.inf, True, True),
+    "log_every": (1, math.inf, True, True),
+    "eval_every": (1, math.inf, True, True),
+    "checkpoint_every": (1, math.inf, True, True),
+    "keep_checkpoints": (1, math.inf, True, True),
+    "eval_batches": (1, math.inf, True, True),
+    "grad_accumulation_steps": (1, math.inf, True, True),
+    "max_seq_length": (1, math.inf, True, True),
+    "warmup_steps": (0, math.inf, True, True),
+    "seed": (0, 2**31 - 1, True, True),
+    "learning_rate": (0, math.inf, False, False),
+    "final_lr_fraction": (0, 1, True, True),
+    "adam_b1": (0, 1, True, False),
+    "adam_b2": (0, 1, True, False),
+    "adam_eps": (0, math.inf, True, False),
+    "weight_decay": (0, math.inf, True, False),
+    "max_grad_norm": (0, math.inf, False, False),
+    "mask_prob": (0, 1, False, True),
+    "short_seq_prob": (0, 1, True, True),
+    "dropout_rate": (0, 1, True, False),
+    "attention_dropout_rate": (0, 1, True, False),
+    "model.dropout_rate": (0, 1, True, False),
+    "model.attention_dropout_rate": (0, 1, True, False),
+    "doc_stride": (1, math.inf, True, True),
+    "max_question_length": (1, math.inf, True, True),
+    "n_best": (1, math.inf, True, True),
+    "max_answer_length": (1, math.inf, True, True),
+}
+DTYPES = ("float32", "bfloat16", "float16")  # model.dtype and model.param_dtype
+
+
+def _value(config, field):
+  node = config
+  for part in field.split("."):
+    if part not in node:
+      return None
+    node = node[part]
+  return node
+
+
+def _range_text(low, high, low_included, high_included):
+  left = f"{'>=' if low_included else '>'} {low}"
+  right = "" if high == math.inf else f" and {'<=' if high_included else '<'} {high}"
+  return left + right
+
+
+def check_fields(config):
+  """Raises ValueError for the first field of ``config`` outside its range (``RANGES``) or with
+  an unknown dtype; a value that is not a number is refused too."""
+  for field, (low, high, low_included, high_included) in RANGES.items():
+    value = _value(config, field)
+    if value is None:
+      continue
+    allowed = _range_text(low, high, low_included, high_included)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+      raise ValueError(f"{field}={value!r} is not a number; set it {allowed}.")
+    above_low = value >= low if low_included else value > low
+    below_high = value <= high if high_included else value < high
+    if not (above_low and below_high):
+      raise ValueError(f"{field}={value!r} is out of range; set it {allowed}.")
+  for field in ("model.dtype", "model.param_dtype"):
+    value = _value(config, field)
+    if value is not None and value not in DTYPES:
+      raise ValueError(f"{field}={value!r} is not a supported dtype; use one of {DTYPES}.")
