@@ -17,7 +17,7 @@ RANGES = {
     "max_seq_length": (1, math.inf, True, True),
     "warmup_steps": (0, math.inf, True, True),
     "seed": (0, 2**31 - 1, True, True),
-    "learning_rate": (0, math.inf, False, False),
+    "learning_rate": (0, math.inf, True, False),  # 0: weights stay (a checkpoint evaluated)
     "final_lr_fraction": (0, 1, True, True),
     "adam_b1": (0, 1, True, False),
     "adam_b2": (0, 1, True, False),
