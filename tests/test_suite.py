@@ -7,7 +7,6 @@ import pytest
 
 from jaxssl import metrics as metrics_lib
 from jaxssl import suite
-from jaxssl.core import finetune
 
 
 def write_run(workdir, losses, dev, num_train_steps, last_step=None):
