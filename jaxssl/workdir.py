@@ -98,10 +98,6 @@ def read_labels(workdir):
     return json.load(f)
 
 
-def has_tokenizer(workdir):
-  return bool(tokenizer_files(workdir))
-
-
 def load_tokenizer(workdir):
   """The tokenizer a run saved in ``workdir``: SentencePiece, or a checkpoint's (init_from)."""
   if os.path.exists(path(workdir, "special_tokens.json")):

@@ -5,6 +5,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import filelock
 import pytest
@@ -137,6 +138,15 @@ def config_flags(config):
     elif default[key] != value:
       flags.append(f"--config.{key}={value}")
   return flags
+
+
+def wait_for_logged_step(workdir, step, timeout=300):
+  """Waits until a running job in ``workdir`` has logged ``step`` in metrics.jsonl."""
+  metrics_file = pathlib.Path(workdir, "metrics.jsonl")
+  deadline = time.time() + timeout
+  while time.time() < deadline and not (metrics_file.exists() and
+                                        f'"step": {step}' in metrics_file.read_text()):
+    time.sleep(0.05)
 
 
 def run_main(config, workdir, env=None, extra=(), **popen_kwargs):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from conftest import load_config
+from test_finetune import small_config
 from jaxssl import predict
 from jaxssl.core import finetune
 from jaxssl.core.tasks import catalog
@@ -186,10 +186,10 @@ def test_a_new_task_kind_plugs_in_at_one_place(monkeypatch, tiny_encoder, tfds_d
       catalog.TASKS, "word_parity",
       catalog.Task("jaxssl_sentiment/movie_reviews", "word_parity", ("text",), "label",
                    ("accuracy",)))
-  config = load_config("bert_finetune", "task=word_parity")
-  config.update(
+  config = small_config(
+      tfds_dir,
+      "word_parity",
       init_from=tiny_encoder,
-      data_dir=tfds_dir,
       train_split="train[:64]",
       eval_split="validation[:32]",
       max_seq_length=48,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import run_main
+from conftest import wait_for_logged_step
 from jaxssl import workdir as workdir_lib
 from jaxssl.core import pretrain
 from jaxssl.core import trained
@@ -119,11 +120,7 @@ def test_a_second_concurrent_run_refuses_and_the_first_finishes(tiny_config, tmp
 def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tiny_config, tmp_path):
   workdir = tmp_path / "run"
   interrupted = run_main(tiny_config, workdir)
-  metrics_file = workdir / "metrics.jsonl"
-  deadline = time.time() + 300
-  while time.time() < deadline and not (metrics_file.exists() and
-                                        '"step": 15' in metrics_file.read_text()):
-    time.sleep(0.05)
+  wait_for_logged_step(workdir, 15)
   interrupted.send_signal(signal.SIGINT)
   stdout, stderr = interrupted.communicate(timeout=300)
   assert interrupted.returncode == 0, stderr[-3000:]

@@ -5,7 +5,6 @@ import os
 import shutil
 import signal
 import socket
-import time
 
 import jax
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 
 from conftest import fake_devices
 from conftest import run_main
+from conftest import wait_for_logged_step
 from jaxssl import metrics
 from jaxssl import workdir as workdir_lib
 from jaxssl.core import objectives
@@ -113,11 +113,7 @@ def test_eight_device_data_fsdp_mesh_matches_one_device(tiny_config, tmp_path):
 def test_kill_and_resume_matches_uninterrupted_run(tiny_config, tmp_path):
   uninterrupted = run_main(tiny_config, tmp_path / "straight")
   interrupted = run_main(tiny_config, tmp_path / "killed")
-  metrics_file = tmp_path / "killed" / "metrics.jsonl"
-  deadline = time.time() + 300
-  while time.time() < deadline and not (metrics_file.exists() and
-                                        '"step": 15' in metrics_file.read_text()):
-    time.sleep(0.05)
+  wait_for_logged_step(tmp_path / "killed", 15)
   interrupted.send_signal(signal.SIGTERM)
   stdout, stderr = interrupted.communicate(timeout=300)
   assert interrupted.returncode == 0, stderr[-3000:]

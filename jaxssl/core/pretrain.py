@@ -176,7 +176,6 @@ def run(config, workdir):
         tokenizer.save(workdir)
         if init:
           workdir_lib.write_model_config(workdir, init.model.cfg)
-      shutil.rmtree(scratch_dir, ignore_errors=True)
       if jax.process_index() == 0:
         workdir_lib.write_config(workdir, config)
       baseline = objective.baseline(batches[1], train_documents, tokenizer)

@@ -3,6 +3,7 @@ evaluation, checkpoints, SIGTERM and a progress bar. What differs between runs (
 batches, how sums become metrics, what evaluation and a checkpoint are) comes in as functions.
 """
 
+import math
 import signal
 import time
 from typing import Callable, Iterator
@@ -85,7 +86,6 @@ def train(state,
   ``NonFiniteError``, before anything non-finite is evaluated or saved.
   """
   stop = StopSignal() if stop_on_signal else None
-  non_finite = None  # on device: whether some step since the start had a non-finite gradient
   last_saved = start_step or None
   step = start_step
   eval_metrics = {}
@@ -101,8 +101,6 @@ def train(state,
     batch, counts = next(batches)
     state, sums = train_step(state, batch, rng)
     step += 1
-    bad = ~jnp.isfinite(sums["grad_norm"])
-    non_finite = bad if non_finite is None else non_finite | bad
     window_sums = add_sums(window_sums, sums)
     window_counts = {unit: window_counts.get(unit, 0) + n for unit, n in counts.items()}
     window_steps += 1
@@ -110,7 +108,10 @@ def train(state,
     stopping = stop is not None and stop.should_stop(step)
     saving = step % checkpoint_every == 0 or step == num_steps or stopping
     if saving or step % log_every == 0 or step % eval_every == 0:
-      if bool(jax.device_get(non_finite)) or (saving and not params_finite(state.params)):
+      # The window's summed gradient norm is finite only if every step's since the last log
+      # was, and every step is in a window checked here.
+      if (not math.isfinite(float(jax.device_get(window_sums["grad_norm"]))) or
+          (saving and not params_finite(state.params))):
         writer.write(step, "train", {"non_finite": True})
         progress.close()
         kept = (f"checkpoint {last_saved}, the last finite one, is kept"
