@@ -46,7 +46,6 @@ and compares its examples/s with what the jaxssl train step consumes.
 """
 
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -64,6 +63,7 @@ from absl import flags
 from flax.training import train_state
 
 from jaxssl import cli
+from jaxssl import files
 from jaxssl.core import objectives
 from jaxssl.core import steps
 from jaxssl.core.objectives import bert as bert_objective
@@ -517,8 +517,7 @@ def main(argv):
       data_dir=_DATA_DIR.value)
   print(to_markdown(result))
   if _JSON.value:
-    with open(_JSON.value, "w", encoding="utf-8") as file:
-      json.dump(result, file, indent=2)
+    files.write_json(_JSON.value, result)
 
 
 if __name__ == "__main__":

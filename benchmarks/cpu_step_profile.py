@@ -35,6 +35,8 @@ import jax
 from absl import app
 from absl import flags
 
+from jaxssl import files
+
 import cpu_peers
 
 # cpu_peers.py's flags apply: --tiny, --steps (steps timed and traced), --data_dir, --json (this
@@ -258,8 +260,7 @@ def main(argv):
       top=_TOP.value)
   print(to_markdown(result))
   if flags.FLAGS.json:
-    with open(flags.FLAGS.json, "w", encoding="utf-8") as file:
-      json.dump(result, file, indent=2)
+    files.write_json(flags.FLAGS.json, result)
 
 
 if __name__ == "__main__":

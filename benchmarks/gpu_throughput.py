@@ -16,7 +16,6 @@ once per attention implementation (XLA's, and cuDNN's fused flash attention on a
 """
 
 import itertools
-import json
 import time
 import types
 
@@ -27,6 +26,7 @@ from absl import app
 from absl import flags
 from flax import nnx
 
+from jaxssl import files
 from jaxssl.core import steps
 from jaxssl.core.objectives import bert as bert_objective
 from jaxssl.core.objectives import gpt as gpt_objective
@@ -247,8 +247,7 @@ def main(argv):
   result = measure(_TINY.value, _STEPS.value, _ATTENTION.value)
   print(to_markdown(result))
   if _JSON.value:
-    with open(_JSON.value, "w", encoding="utf-8") as file:
-      json.dump(result, file, indent=2)
+    files.write_json(_JSON.value, result)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ time grows with n. Both are timed after compilation, best of ``--repeats``, on a
 (timing does not depend on the weights).
 """
 
-import json
 import time
 
 import jax
@@ -18,6 +17,7 @@ from absl import app
 from absl import flags
 from flax import nnx
 
+from jaxssl import files
 from jaxssl.data import tokenizer as tokenizer_lib
 from jaxssl.models import generation
 from jaxssl.models import gpt
@@ -107,8 +107,7 @@ def main(argv):
                    [int(length) for length in _OUTPUT_LENGTHS.value], _REPEATS.value)
   print(to_markdown(result))
   if _JSON.value:
-    with open(_JSON.value, "w", encoding="utf-8") as file:
-      json.dump(result, file, indent=2)
+    files.write_json(_JSON.value, result)
 
 
 if __name__ == "__main__":

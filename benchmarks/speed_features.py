@@ -43,6 +43,7 @@ from absl import app
 from absl import flags
 from flax import nnx
 
+from jaxssl import files
 from jaxssl.core import steps
 from jaxssl.core.objectives import bert as bert_objective
 from jaxssl.core.objectives import gpt as gpt_objective
@@ -352,8 +353,7 @@ def main(argv):
   result = measure(_TINY.value, _REPEATS.value)
   print(to_markdown(result))
   if _JSON.value:
-    with open(_JSON.value, "w", encoding="utf-8") as file:
-      json.dump(result, file, indent=2)
+    files.write_json(_JSON.value, result)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ way. Writes prompting.json and prompting.png (accuracy against k) into ``--outpu
 
 import functools
 import itertools
-import json
 import os
 
 import jax
@@ -28,6 +27,7 @@ from matplotlib import figure
 from tqdm import tqdm
 
 from jaxssl import cli
+from jaxssl import files
 from jaxssl.core import trained
 from jaxssl.data import corpora
 from jaxssl.data.builders import shipped
@@ -382,7 +382,7 @@ def plot(report, path):
   axes.set_ylabel(f"accuracy ({report['num_examples']} test examples)")
   axes.set_title(f"{report['model']}\non {report['dataset']}", fontsize=9)
   axes.legend(fontsize=8)
-  fig.savefig(path, dpi=120)
+  files.save_figure(fig, path, dpi=120)
 
 
 def markdown_table(report):
@@ -422,9 +422,7 @@ def main():
       data_dir=flags.FLAGS.data_dir,
       batch_size=flags.FLAGS.batch_size,
       seed=flags.FLAGS.seed)
-  os.makedirs(output_dir, exist_ok=True)
-  with open(os.path.join(output_dir, "prompting.json"), "w", encoding="utf-8") as f:
-    json.dump(report, f, indent=2)
+  files.write_json(os.path.join(output_dir, "prompting.json"), report)
   plot(report, os.path.join(output_dir, "prompting.png"))
   print(markdown_table(report))
   print(f"\nWrote {output_dir}/prompting.json and prompting.png")

@@ -33,6 +33,7 @@ from matplotlib import font_manager
 from matplotlib import ft2font
 
 from jaxssl import cli
+from jaxssl import files
 from jaxssl.core import finetune
 
 # --example name -> (sentence file shipped in jaxssl/data/tasks, the word they share).
@@ -348,10 +349,8 @@ def analyse(model, tokenizer, name, sentences, layer, output):
            f"within sense {summary['within']:.3f}, cross sense {summary['cross']:.3f}")
   fig = plot_heatmap(matrix, sentences, title, font_path)
   report = markdown_report(sentences, matrix, by_layer, layer, description, tokens)
-  os.makedirs(output, exist_ok=True)
-  fig.savefig(os.path.join(output, "heatmap.png"), dpi=150)
-  with open(os.path.join(output, "similarity.md"), "w", encoding="utf-8") as f:
-    f.write(report)
+  files.save_figure(fig, os.path.join(output, "heatmap.png"), dpi=150)
+  files.write_text(os.path.join(output, "similarity.md"), report)
   return summary, notes
 
 

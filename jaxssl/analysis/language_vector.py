@@ -33,6 +33,7 @@ from matplotlib import figure
 from tqdm import tqdm
 
 from jaxssl import cli
+from jaxssl import files
 from jaxssl.analysis import contextual
 
 PAIR_FILE = "parallel_en_zh.jsonl.xz"  # shipped in jaxssl/data/tasks
@@ -330,12 +331,10 @@ def write_outputs(en_vectors, zh_vectors, name, description, extra, output):
   results, shift = evaluate(en_vectors, zh_vectors, fit, test)
   results = {"init_from": name, **extra, **results}
   fig = plot(en_vectors[test], zh_vectors[test], shift, results, description)
-  os.makedirs(output, exist_ok=True)
-  fig.savefig(os.path.join(output, "language_vector.png"), dpi=120)
-  with open(os.path.join(output, "language_vector.md"), "w", encoding="utf-8") as f:
-    f.write(markdown_report(results, description))
-  with open(os.path.join(output, "language_vector.json"), "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=2)
+  files.save_figure(fig, os.path.join(output, "language_vector.png"), dpi=120)
+  files.write_text(
+      os.path.join(output, "language_vector.md"), markdown_report(results, description))
+  files.write_json(os.path.join(output, "language_vector.json"), results)
   return results
 
 

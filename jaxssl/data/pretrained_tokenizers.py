@@ -17,6 +17,8 @@ import json
 import os
 
 import tokenizers
+
+from jaxssl import files
 from tokenizers import decoders
 from tokenizers import models
 from tokenizers import pre_tokenizers
@@ -107,7 +109,8 @@ class WordPieceTokenizer(_TokenizersBacked):
 
   def save(self, directory: str):
     """Writes tokenizer.json into ``directory``."""
-    self._tokenizer.save(os.path.join(directory, "tokenizer.json"))
+    with files.replacing(os.path.join(directory, "tokenizer.json")) as temporary:
+      self._tokenizer.save(temporary)
 
   @property
   def pad_id(self) -> int:
@@ -224,10 +227,9 @@ class ByteLevelBPETokenizer(_TokenizersBacked):
   def save(self, directory: str):
     """Writes tokenizer.json (loadable by ``tokenizers`` and transformers) and the roles
     (special_tokens.json)."""
-    os.makedirs(directory, exist_ok=True)
-    self._tokenizer.save(os.path.join(directory, "tokenizer.json"))
-    with open(os.path.join(directory, _ROLES_FILE), "w", encoding="utf-8") as f:
-      json.dump(self._roles, f, indent=2)
+    with files.replacing(os.path.join(directory, "tokenizer.json")) as temporary:
+      self._tokenizer.save(temporary)
+    files.write_json(os.path.join(directory, _ROLES_FILE), self._roles)
 
   @property
   def pad_id(self) -> int:

@@ -15,6 +15,8 @@ import shutil
 import numpy as np
 import sentencepiece
 
+from jaxssl import files
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD, UNK, CLS, SEP, MASK = SPECIAL_TOKENS
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))  # their ids
@@ -50,7 +52,8 @@ class Tokenizer:
     """Copies the model file into ``directory`` as ``MODEL_FILE``."""
     target = os.path.join(directory, MODEL_FILE)
     if os.path.abspath(self._model_path) != os.path.abspath(target):  # not already there
-      shutil.copy(self._model_path, target)
+      with files.replacing(target) as temporary:
+        shutil.copy(self._model_path, temporary)
 
   @property
   def vocab_size(self) -> int:
@@ -152,7 +155,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, model_path: str) -> T
     if vocab_size_error is None:
       raise
     raise vocab_size_error from error
-  _write_atomically(model_path, model.getvalue())
+  with files.replacing(model_path) as temporary:  # never a truncated model at model_path
+    with open(temporary, "wb") as model_file:
+      model_file.write(model.getvalue())
   return Tokenizer.load(model_path)
 
 
@@ -170,11 +175,3 @@ def _vocab_size_error(error: RuntimeError, vocab_size: int) -> ValueError | None
         f"vocab_size={vocab_size} cannot hold the special tokens, 256 byte pieces and the "
         f"corpus's characters; use vocab_size >= {too_low.group(1)}")
   return None
-
-
-def _write_atomically(path: str, data: bytes) -> None:
-  # A crash mid-write leaves only the temporary file, never a truncated model at ``path``.
-  temporary_path = f"{path}.tmp-{os.getpid()}"
-  with open(temporary_path, "wb") as temporary_file:
-    temporary_file.write(data)
-  os.replace(temporary_path, path)
