@@ -8,7 +8,9 @@ never needed.
 """
 
 import contextlib
+import fcntl
 import importlib
+import os
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -45,9 +47,24 @@ def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
         "'jaxssl_qa/bible_cloze' or a TFDS catalog name such as 'wikipedia/20230601.en'") from error
 
 
+def _prepared(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+  """The dataset's builder, the dataset prepared first if needed. Processes sharing a local
+  data dir prepare a dataset one at a time: the others wait, then reuse it."""
+  data_path = str(_builder(name, data_dir).data_dir)
+  with contextlib.ExitStack() as stack:
+    if "://" not in data_path:  # a local directory (a cloud bucket takes no file lock)
+      folder, version = os.path.split(data_path)
+      os.makedirs(folder, exist_ok=True)
+      lock_file = stack.enter_context(
+          open(os.path.join(folder, f".{version}.lock"), "a", encoding="utf-8"))
+      fcntl.flock(lock_file, fcntl.LOCK_EX)
+    builder = _builder(name, data_dir)  # made now, it sees what another process prepared
+    builder.download_and_prepare()
+  return builder
+
+
 def _prepared_source(builder: tfds.core.DatasetBuilder, name: str, split: str):
-  """A random-access source over ``split``, preparing the dataset first if needed."""
-  builder.download_and_prepare()
+  """A random-access source over ``split`` of a prepared dataset."""
   known_splits = builder.info.splits  # empty under tfds.testing.mock_data, which serves any split
   if known_splits and split.split("[")[0] not in known_splits:
     raise ValueError(f"unknown split {split!r} for {name}; use one of {sorted(known_splits)}")
@@ -79,7 +96,7 @@ def load_texts(name: str, split: str, data_dir: str | None, text_key: str = "tex
   if text_key not in builder.info.features:
     raise ValueError(f"text_key={text_key!r} is not a feature of {name}; "
                      f"use one of {sorted(builder.info.features)}")
-  source = _prepared_source(builder, name, split)
+  source = _prepared_source(_prepared(name, data_dir), name, split)
   texts = [_as_str(record[text_key]) for record in _all_records(source)]
   texts = [text for text in texts if text.strip()]
   if not texts:
@@ -95,7 +112,7 @@ def load_examples(name: str, split: str, data_dir: str | None) -> list[dict]:
   ``name`` is e.g. 'jaxssl_sentiment/movie_reviews' (features id, text, rating, label) or any
   TFDS catalog name; ``split`` may carry a TFDS slice such as 'test[:100]'.
   """
-  source = _prepared_source(_builder(name, data_dir), name, split)
+  source = _prepared_source(_prepared(name, data_dir), name, split)
   examples = [{
       key: _as_python(value) for key, value in record.items()
   } for record in _all_records(source)]
