@@ -9,13 +9,13 @@
 """
 
 import dataclasses
-import json
 import os
 
 from flax import nnx
 
 from jaxssl.convert import gguf_llama
 from jaxssl.convert import hf_bert
+from jaxssl.convert import hf_files
 from jaxssl.convert import hf_gpt
 from jaxssl.data import pretrained_tokenizers
 
@@ -67,8 +67,7 @@ def _hf_config(init_from: str, path: str) -> dict:
   if not os.path.exists(config_path):
     raise ValueError(f"init_from={init_from!r}: {path} has no config.json; pass a Hugging Face "
                      "checkpoint directory or a .gguf file.")
-  with open(config_path, encoding="utf-8") as f:
-    return json.load(f)
+  return hf_files.read_config(path)
 
 
 def objective_of(init_from: str) -> str:

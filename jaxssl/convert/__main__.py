@@ -22,6 +22,7 @@ from flax import nnx
 from jaxssl import cli
 from jaxssl import workdir as workdir_lib
 from jaxssl.convert import hf_bert
+from jaxssl.convert import hf_files
 from jaxssl.convert import hf_gpt
 from jaxssl.core import trained
 
@@ -43,7 +44,9 @@ def define_flags():
 
 def export_workdir(workdir, output):
   """Writes the model trained in ``workdir`` and its tokenizer to ``output`` (see above)."""
-  config = workdir_lib.read_config(workdir)  # checked before restoring any weights
+  hf_files.check_new_directory(output)  # checked before restoring any weights
+  workdir_lib.check_writable(output, "--output")
+  config = workdir_lib.read_config(workdir)
   if config.objective not in EXPORTERS:
     raise ValueError(f"workdir {workdir} holds a {config.objective!r} run; only "
                      f"{' and '.join(EXPORTERS)} runs can be exported.")

@@ -168,7 +168,11 @@ def load_gguf_llama(path: str, **overrides):
   ``overrides`` set GPTConfig fields that do not change shapes (``dtype``, ``max_position``
   to allocate a shorter position range…). ``nnx.split(model)`` gives graphdef and parameters.
   """
-  reader = gguf.GGUFReader(path)
+  try:
+    reader = gguf.GGUFReader(path)
+  except (ValueError, IndexError) as error:  # bad magic, or tensors past the end of the file
+    raise ValueError(f"{path!r} cannot be read as GGUF ({error}): it is truncated, damaged or not "
+                     "a GGUF file; copy or download it again.") from None
   cfg = config_from_gguf(reader, path, **overrides)
   model = model_from_gguf(dequantized_tensors(reader, path), cfg, path)
   return model, tokenizer_from_gguf(reader, path)

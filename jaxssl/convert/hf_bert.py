@@ -10,9 +10,6 @@ initialisation or dropped unnoticed. Only the pretraining heads and the pooler (
 ``BertEncoder`` does not have) are skipped, and they are logged.
 """
 
-import json
-import os
-
 from absl import logging
 import jax.numpy as jnp
 import numpy as np
@@ -131,8 +128,7 @@ def load_hf_bert(directory: str, **overrides) -> bert.BertEncoder:
   ``overrides`` set BertConfig fields that do not change shapes (``dtype``, dropout rates…).
   The config is ``model.cfg``; ``nnx.split(model)`` gives the graphdef and parameters.
   """
-  with open(os.path.join(directory, "config.json")) as config_file:
-    cfg = config_from_hf(json.load(config_file), **overrides)
+  cfg = config_from_hf(hf_files.read_config(directory), **overrides)
   return encoder_from_hf(hf_files.read_tensors(directory), cfg)
 
 
@@ -180,8 +176,7 @@ def save_hf_bert(model: bert.BertEncoder | bert.BertForPretraining, directory: s
   e.g. a tokenizer) are copied in beside them. ``directory`` must not exist or be empty; it is
   written whole or not at all.
   """
-  if os.path.exists(directory) and os.listdir(directory):
-    raise ValueError(f"{directory!r} is not empty; export into a new directory or remove it first.")
+  hf_files.check_new_directory(directory)
   tensors = hf_tensors(model)  # first: it rejects a model that is not a jaxssl BERT
   is_pretraining = isinstance(model, bert.BertForPretraining)
   encoder = model.encoder if is_pretraining else model

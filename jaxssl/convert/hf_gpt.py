@@ -21,8 +21,6 @@ jaxssl has no attention dropout. Pass ``dropout_rate=`` to choose another rate.
 """
 
 import dataclasses
-import json
-import os
 import re
 
 from absl import logging
@@ -253,8 +251,7 @@ def load_hf_gpt(directory: str, **overrides) -> gpt.GPT:
   ``overrides`` set GPTConfig fields that do not change shapes (``dtype``, ``dropout_rate``…).
   The config is ``model.cfg``; ``nnx.split(model)`` gives the graphdef and parameters.
   """
-  with open(os.path.join(directory, "config.json")) as config_file:
-    cfg = config_from_hf(json.load(config_file), **overrides)
+  cfg = config_from_hf(hf_files.read_config(directory), **overrides)
   return model_from_hf(hf_files.read_tensors(directory), cfg)
 
 
@@ -316,8 +313,7 @@ def save_hf_gpt(model: gpt.GPT, directory: str, extra_files=()):
   tokenizer) are copied in beside them. ``directory`` must not exist or be empty; it is written
   whole or not at all.
   """
-  if os.path.exists(directory) and os.listdir(directory):
-    raise ValueError(f"{directory!r} is not empty; export into a new directory or remove it first.")
+  hf_files.check_new_directory(directory)
   tensors = hf_tensors(model)  # first: it rejects a model transformers has no counterpart for
   config = hf_config(model.cfg)
   hf_files.write_checkpoint(directory, config, tensors, extra_files)
