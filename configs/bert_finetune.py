@@ -78,4 +78,9 @@ def get_config(arg=None):
   # Loop and evaluation.
   config.log_every = 25  # Steps between train metric records.
   config.eval_every = 100  # Steps between dev evaluations (and one at the end).
+  # Steps between checkpoints (and one at the end, and one on SIGTERM or Ctrl-C): a rerun of
+  # the same command resumes from the latest. A MiniLM checkpoint (weights and Adam moments)
+  # takes about 270 MB.
+  config.checkpoint_every = 100
+  config.keep_checkpoints = 1  # Checkpoints kept on disk (2: an older one if the latest is damaged).
   return config

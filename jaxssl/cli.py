@@ -1,12 +1,17 @@
 """What every program (``python -m jaxssl.X``) shares: running under absl with a user's error as
 one line and exit status 2, and loading a config by name from the installed package."""
 
+import errno
 import importlib
+import logging as python_logging
+import os
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
+
+from jaxssl.core import trainer
 
 
 def parse_flags(argv):
@@ -20,14 +25,65 @@ def parse_flags(argv):
     print(
         f"error: unknown config field {field!r}; the --config file lists every field.",
         file=sys.stderr)
+  except SyntaxError as error:  # a config file that is not Python
+    print(
+        f"error: {error.filename} line {error.lineno} is not valid Python ({error.msg}); fix "
+        "the config file.",
+        file=sys.stderr)
   sys.exit(2)
+
+
+# What to do about a failed read or write, by its error number.
+OS_ERROR_FIXES = {
+    errno.ENOSPC: "the disk is full: free space (or use another path), then rerun the command; "
+                  "a training run resumes from its last checkpoint",
+    errno.EDQUOT: "the disk quota is used up: free space, then rerun the command",
+    errno.EFBIG: "the file is larger than this process may write (ulimit -f): raise the limit, "
+                 "then rerun the command",
+    errno.EACCES: "no permission there: use a path you can write to",
+    errno.EROFS: "the file system is read-only: use a path you can write to",
+}
+
+
+def os_error_line(error):
+  """One line for a failed read or write: what failed, where, and what to do."""
+  if error.errno is None:  # a wrapper's message (config_flags): its last line is the cause
+    return str(error).strip().splitlines()[-1].strip()
+  where = f": {error.filename}" if error.filename else ""
+  fix = OS_ERROR_FIXES.get(error.errno, "check the path, then rerun the command")
+  return f"{error.strerror}{where}; {fix}."
+
+
+class _RaisedElsewhere(python_logging.Filter):
+  """Drops the ERROR logs (with tracebacks) of orbax's background save threads and of the
+  asyncio loop they write with: each failure they log is raised again in the main thread,
+  where it becomes the one line of ``run``."""
+
+  def filter(self, record):
+    return not (record.levelno >= python_logging.ERROR and
+                (record.name == "asyncio" or f"{os.sep}orbax{os.sep}" in record.pathname))
+
+
+def _quiet_closed_loop_reports(unraisablehook):
+  """``sys.unraisablehook`` without the reports of tensorstore write callbacks that arrive
+  after a failed checkpoint write closed orbax's event loop: the failure itself is raised
+  again in the main thread and becomes the one line of ``run``."""
+
+  def hook(unraisable):
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+      unraisablehook(unraisable)
+
+  return hook
 
 
 def run(main, define_flags=None):
   """Runs ``main()`` as a program: ``define_flags()`` first (so importing a program's functions
   beside another program never defines a flag twice), positional arguments refused, the INFO
   logs of orbax and TFDS off unless ``--verbosity`` is given, and a user's error (ValueError,
-  FileNotFoundError) printed as ``error: ...`` with exit status 2, no traceback."""
+  OSError: a bad value, a missing file, a full disk) printed as ``error: ...`` with exit
+  status 2, no traceback (``--verbosity=1``, debug, shows the traceback instead); a run a
+  signal stopped (``trainer.Stopped``) ends with its one line and exit status 0."""
   if define_flags is not None:
     define_flags()
 
@@ -36,10 +92,19 @@ def run(main, define_flags=None):
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
       logging.set_verbosity(logging.WARNING)
+    debug = logging.get_verbosity() >= logging.DEBUG
+    if not debug:
+      logging.get_absl_handler().addFilter(_RaisedElsewhere())
+      sys.unraisablehook = _quiet_closed_loop_reports(sys.unraisablehook)
     try:
       main()
-    except (ValueError, FileNotFoundError) as error:
-      print(f"error: {error}", file=sys.stderr)
+    except trainer.Stopped as stopped:  # a checkpoint was saved: the expected end of a signal
+      print(stopped)
+    except (ValueError, OSError) as error:
+      if debug:
+        raise
+      line = os_error_line(error) if isinstance(error, OSError) else str(error)
+      print(f"error: {line}", file=sys.stderr)
       sys.exit(2)
 
   app.run(absl_main, flags_parser=parse_flags)

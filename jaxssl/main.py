@@ -25,11 +25,18 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main():
+  config = _CONFIG.value
+  try:
+    objective = config.objective
+  except OSError as error:  # config_flags reports a file it could not load on first use
+    reason = str(error).strip().splitlines()[-1].strip()
+    raise ValueError(f"--config={flags.FLAGS['config'].config_filename} cannot be loaded "
+                     f"({reason}); give a config file such as configs/bert_pretrain.py.") from None
   if _DISTRIBUTED.value or _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   # A fine-tuning config's objective is "finetune"; every other objective pretrains.
-  run = {"finetune": finetune.run}.get(_CONFIG.value.objective, pretrain.run)
-  run(_CONFIG.value, _WORKDIR.value)
+  run = {"finetune": finetune.run}.get(objective, pretrain.run)
+  run(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":

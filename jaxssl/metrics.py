@@ -12,14 +12,15 @@ import jax
 
 class MetricWriter:
   """Appends to a run's records; on resume from ``start_step`` it first drops the records of
-  later steps, which the interrupted run logged but will be logged again."""
+  later steps, which the interrupted run logged but will be logged again. A run that starts at
+  step 0 starts them afresh."""
 
   def __init__(self, workdir, start_step=0):
     self.enabled = jax.process_index() == 0
     if self.enabled:
       path = os.path.join(workdir, "metrics.jsonl")
       kept = [r for r in read_metrics(workdir) if r["step"] <= start_step
-             ] if os.path.exists(path) else []
+             ] if start_step and os.path.exists(path) else []
       with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in kept)
       os.replace(path + ".tmp", path)
@@ -51,6 +52,13 @@ class MetricWriter:
 
 
 def read_metrics(workdir):
-  """All records of a run's metrics.jsonl, in order."""
+  """All records of a run's metrics.jsonl, in order. A last line that is not JSON was cut short
+  by a killed run, and is left out."""
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in f if line.strip()]
+  records = [json.loads(line) for line in lines[:-1]]
+  try:
+    records += [json.loads(line) for line in lines[-1:]]
+  except json.JSONDecodeError:
+    pass
+  return records

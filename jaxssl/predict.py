@@ -24,15 +24,18 @@ import dataclasses
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import flags
 from flax import nnx
 from tqdm import tqdm
 
 from jaxssl import cli
+from jaxssl import files
 from jaxssl import workdir as workdir_lib
 from jaxssl.core import finetune
 from jaxssl.core import steps
+from jaxssl.core import trained
 from jaxssl.core.tasks import catalog
 from jaxssl.core.tasks import kinds
 from jaxssl.data import corpora
@@ -52,6 +55,8 @@ class Predictor:
   """A fine-tuned model loaded from its workdir: ``predict(records) -> predictions``."""
 
   def __init__(self, workdir, batch_size=32):
+    if batch_size < 1:
+      raise ValueError(f"batch_size={batch_size} is out of range; set it >= 1.")
     self.config = workdir_lib.read_config(workdir)
     if self.config.get("objective") != "finetune":
       raise ValueError(f"workdir {workdir} holds a {self.config.get('objective')!r} run; "
@@ -73,14 +78,16 @@ class Predictor:
             jax.eval_shape(
                 lambda: head.init(jax.random.key(0), encoder_cfg.hidden_size, num_outputs)),
     }
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    checkpointer = workdir_lib.checkpointer(workdir, keep=1)
-    step = checkpointer.latest_step()
-    if step is None:
-      raise ValueError(f"workdir {workdir} has no fine-tuned parameters yet; let its run finish.")
-    self.params, _ = checkpointer.restore(
-        step, steps.placed(abstract_params, jax.tree.map(lambda _: device, abstract_params)))
-    checkpointer.close()
+    optimizer, _ = steps.make_optimizer(self.config)
+    abstract_state = jax.eval_shape(
+        lambda params: steps.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params)),
+        abstract_params)
+    step, state = trained.restore_on_one_device(workdir, abstract_state)
+    if step < self.config.num_train_steps:
+      print(f"note: the run in {workdir} stopped at step {step} of "
+            f"{self.config.num_train_steps}; predicting with that checkpoint (rerun its training "
+            "command to finish it).")
+    self.params = state.params
     self.predict_step = finetune.make_predict_step(finetune.make_forward(graphdef, head, 0.0))
     self.decode_options = kinds.DecodeOptions(self.config.n_best, self.config.max_answer_length)
 
@@ -89,10 +96,20 @@ class Predictor:
     examples = []
     for number, record in enumerate(records, 1):
       fields = self.kind.record_fields(self.task, record)
-      missing = [field for field in fields if not isinstance(record.get(field), (str, list))]
+      missing = [field for field in fields if field not in record]
       if missing:
         raise ValueError(f"{where} {number} has no {missing[0]!r}; a {self.config.task} model "
                          f"reads records with {list(fields)}.")
+      for field in fields:  # "words" is a list of strings, every other field one string
+        value = record[field]
+        if field == "words":
+          wanted = "a list of strings"
+          valid = isinstance(value, list) and all(isinstance(word, str) for word in value)
+        else:
+          wanted, valid = "a string", isinstance(value, str)
+        if not valid:
+          raise ValueError(f"{where} {number}: {field!r} is {json.dumps(value)[:40]}; give "
+                           f"{wanted}.")
       values = [record[field] for field in fields]
       if any(not value or (isinstance(value, str) and not value.strip()) for value in values):
         raise ValueError(
@@ -158,8 +175,13 @@ class Predictor:
 def read_records(path):
   """The JSON objects of a JSON Lines file; a bad line is an error naming it."""
   records = []
-  with open(path, encoding="utf-8") as lines:
-    for number, line in enumerate(lines, 1):
+  with open(path, "rb") as lines:
+    for number, raw_line in enumerate(lines, 1):
+      try:
+        line = raw_line.decode("utf-8")
+      except UnicodeDecodeError as error:
+        raise ValueError(f"{path} line {number} is not UTF-8 (byte {error.object[error.start]:#x} "
+                         f"at column {error.start + 1}); save the file as UTF-8.") from None
       if not line.strip():
         continue
       try:
@@ -177,11 +199,12 @@ def read_records(path):
 
 def write_records(path, records):
   """Writes JSON Lines all at once (a temporary file renamed), so a failed run leaves none."""
-  workdir_lib.write_text(
-      path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
+  files.write_text(path,
+                   "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def main():
+  workdir_lib.check_writable(flags.FLAGS.output, "--output", directory=False)
   records = read_records(flags.FLAGS.input)
   predictor = Predictor(flags.FLAGS.workdir, flags.FLAGS.batch_size)
   predictions = predictor.predict(records, f"{flags.FLAGS.input} record", progress=True)

@@ -11,14 +11,13 @@ up where it stopped. Writes ``WORKDIR/suite.md`` (the table: every task metric w
 text-blind baseline), ``WORKDIR/suite.json`` and ``WORKDIR/loss_curves.png``.
 """
 
-import json
 import os
-import pathlib
 
 from absl import flags
 from matplotlib import figure
 
 from jaxssl import cli
+from jaxssl import files
 from jaxssl import metrics as metrics_lib
 from jaxssl import workdir as workdir_lib
 from jaxssl.core import finetune
@@ -92,9 +91,7 @@ def run_suite(workdir, inits, tasks, **fields):
     for task in tasks:
       run_dir = os.path.join(workdir, run_name(init_from), task)
       metrics = finished_metrics(run_dir)
-      if metrics is None:
-        if os.path.exists(run_dir):
-          raise ValueError(f"{run_dir} holds an unfinished run; delete it to run it again.")
+      if metrics is None:  # not run yet, or interrupted: this starts or resumes it
         metrics = finetune.run(task_config(task, init_from, **fields), run_dir)
       results.setdefault(run_name(init_from), {})[task] = metrics
   return results
@@ -145,7 +142,7 @@ def plot_losses(workdir, results, tasks, path):
     axis.legend()
   for axis in list(axes.flat)[len(tasks):]:
     axis.remove()
-  fig.savefig(path, dpi=110)
+  files.save_figure(fig, path, dpi=110)
 
 
 def main():
@@ -159,8 +156,8 @@ def main():
       data_dir=flags.FLAGS.data_dir,
       **steps)
   markdown = table(results, tasks)
-  pathlib.Path(workdir, "suite.md").write_text(markdown + "\n", encoding="utf-8")
-  pathlib.Path(workdir, "suite.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+  files.write_text(os.path.join(workdir, "suite.md"), markdown + "\n")
+  files.write_json(os.path.join(workdir, "suite.json"), results)
   plot_losses(workdir, results, tasks, os.path.join(workdir, "loss_curves.png"))
   print(markdown)
   print(f"Table: {workdir}/suite.md; loss curves: {workdir}/loss_curves.png")

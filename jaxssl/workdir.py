@@ -21,6 +21,7 @@ import socket
 import ml_collections
 
 from jaxssl import checkpoint
+from jaxssl import files
 from jaxssl.data import pretrained_tokenizers
 from jaxssl.data import tokenizer as tokenizer_lib
 
@@ -36,12 +37,23 @@ def path(workdir, name):
   return os.path.join(workdir, name)
 
 
-def write_text(file_path, text):
-  """Writes ``text`` whole or not at all (a temporary file renamed over the target)."""
-  temporary = file_path + ".tmp"
-  with open(temporary, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(temporary, file_path)
+def check_writable(target, flag="--workdir", directory=True):
+  """Raises a one-line ValueError if ``target``, a directory (or, ``directory`` False, a file)
+  that a command will create or write, cannot be: a file stands where a directory must be, or
+  the nearest existing directory is read-only. Checked before any work, so none is lost."""
+  target_path = os.path.abspath(target)
+  if os.path.exists(target_path) and os.path.isdir(target_path) != directory:
+    wanted = "a directory" if directory else "a file"
+    raise ValueError(f"{flag}={target} exists and is not {wanted}; choose another {flag}.")
+  existing = target_path if directory else os.path.dirname(target_path)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ValueError(f"{flag}={target}: {existing} is a file, not a directory; choose another "
+                     f"{flag}.")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ValueError(f"{flag}={target}: {existing} is not writable (read-only, or another "
+                     f"user's); choose another {flag}.")
 
 
 def has_config(workdir):
@@ -49,7 +61,7 @@ def has_config(workdir):
 
 
 def write_config(workdir, config):
-  write_text(path(workdir, CONFIG_FILE), config.to_json(indent=2))
+  files.write_text(path(workdir, CONFIG_FILE), config.to_json(indent=2))
 
 
 def read_config(workdir):
@@ -77,7 +89,7 @@ def check_compatible(workdir, config, identity_fields):
 
 def write_model_config(workdir, model_config):
   """Records a model config dataclass (a checkpoint's, or a fine-tuned encoder's)."""
-  write_text(
+  files.write_text(
       path(workdir, MODEL_CONFIG_FILE), json.dumps(dataclasses.asdict(model_config), indent=2))
 
 
@@ -90,7 +102,7 @@ def read_model_config(workdir, config_class):
 
 
 def write_labels(workdir, label_names):
-  write_text(path(workdir, LABELS_FILE), json.dumps(label_names))
+  files.write_text(path(workdir, LABELS_FILE), json.dumps(label_names))
 
 
 def read_labels(workdir):
@@ -118,9 +130,10 @@ def has_checkpoint(workdir):
   return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
 
 
-def checkpointer(workdir, keep):
-  """The run's ``checkpoint.Checkpointer`` (``workdir/checkpoints``, the last ``keep`` kept)."""
-  return checkpoint.Checkpointer(workdir, keep)
+def checkpointer(workdir, keep=1, read_only=False):
+  """The run's ``checkpoint.Checkpointer`` (``workdir/checkpoints``, the last ``keep`` kept;
+  ``read_only`` for a reader, which must not disturb a run that may be writing)."""
+  return checkpoint.Checkpointer(workdir, keep, read_only)
 
 
 def has_metrics(workdir):

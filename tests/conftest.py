@@ -128,9 +128,16 @@ def small_bert_config(tfds_dir, tokenizer_path):
   return config
 
 
+def config_file(config):
+  """(config file name, its argument) whose defaults ``config`` starts from."""
+  if config.objective == "finetune":
+    return "bert_finetune", f"task={config.task}"
+  return "bert_pretrain", "size=tiny"
+
+
 def config_flags(config):
   """The --config.* command-line overrides that turn the default config into ``config``."""
-  default = load_config("bert_pretrain", "size=tiny")
+  default = load_config(*config_file(config))
   flags = []
   for key, value in config.items():
     if hasattr(value, "items"):
@@ -149,10 +156,12 @@ def wait_for_logged_step(workdir, step, timeout=300):
     time.sleep(0.05)
 
 
-def run_main(config, workdir, env=None, extra=(), **popen_kwargs):
-  """Starts ``python -m jaxssl.main`` on ``config`` in a subprocess."""
+def run_main(config, workdir, env=None, extra=(), launcher=(), **popen_kwargs):
+  """Starts ``python -m jaxssl.main`` on ``config`` (pretraining or fine-tuning) in a
+  subprocess; ``launcher``: a command that runs it (given as its arguments)."""
+  name, arg = config_file(config)
   command = [
-      sys.executable, "-m", "jaxssl.main", "--config=configs/bert_pretrain.py:size=tiny",
+      *launcher, sys.executable, "-m", "jaxssl.main", f"--config=configs/{name}.py:{arg}",
       f"--workdir={workdir}", *config_flags(config), *extra
   ]
   return subprocess.Popen(

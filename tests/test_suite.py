@@ -63,14 +63,17 @@ def test_table_shows_every_metric_with_its_baseline():
   assert len(lines) == 2 + 3 + 2 + 2
 
 
-def test_finished_runs_are_read_back_and_unfinished_ones_refused(tmp_path):
+def test_finished_runs_are_read_back_and_unfinished_ones_resumed(tmp_path, monkeypatch):
   dev = {"pearson": 0.5, "spearman": 0.4, "mean_prediction_mse": 3.0, "loss": 1.0}
   write_run(str(tmp_path / "minilm" / "rating"), [(10, 2.0), (20, 1.5)], dev, 20)
   results = suite.run_suite(str(tmp_path), ["minilm"], ["rating"], learning_rate=1e-4)
   assert results == {"minilm": {"rating": dev}}  # read back: nothing trained
   write_run(str(tmp_path / "scratch" / "rating"), [(10, 2.0)], dev, 30, last_step=10)
-  with pytest.raises(ValueError, match=r"scratch/rating holds an unfinished run; delete it"):
-    suite.run_suite(str(tmp_path), ["minilm", "scratch"], ["rating"])
+  resumed = []
+  monkeypatch.setattr(suite.finetune, "run", lambda config, workdir: resumed.append(
+      (config.init_from, workdir)) or dev)
+  suite.run_suite(str(tmp_path), ["minilm", "scratch"], ["rating"])
+  assert resumed == [("scratch", str(tmp_path / "scratch" / "rating"))]
   with pytest.raises(ValueError, match=r"task='nope' is not a fine-tuning task"):
     suite.run_suite(str(tmp_path), ["minilm"], ["nope"])
 

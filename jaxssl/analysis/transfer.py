@@ -21,9 +21,7 @@ what it learnt of each language. A finished run is read back, not run again. Wri
 ``WORKDIR/transfer.md`` (the tables), ``transfer.json`` and ``transfer.png`` (grouped bars).
 """
 
-import json
 import os
-import pathlib
 
 import jax
 import numpy as np
@@ -31,6 +29,7 @@ from absl import flags
 from matplotlib import figure
 
 from jaxssl import cli
+from jaxssl import files
 from jaxssl import metrics as metrics_lib
 from jaxssl import predict
 from jaxssl import suite
@@ -98,9 +97,7 @@ def check_pretrained(paths):
 def finetuned(run_dir, task, init_from, en_dataset, data_dir, budget):
   """The final dev metrics of fine-tuning ``init_from`` on ``task``, run now if not finished."""
   metrics = suite.finished_metrics(run_dir)
-  if metrics is None:
-    if os.path.exists(run_dir):
-      raise ValueError(f"{run_dir} holds an unfinished run; delete it to run it again.")
+  if metrics is None:  # not run yet, or interrupted: this starts or resumes it
     dataset = en_dataset if task == "sentiment" else ""
     config = suite.task_config(
         task,
@@ -274,7 +271,7 @@ def plot(results, path):
   axis.set_ylim(0.0, 1.0)
   axis.set_title("Sentiment: English fine-tuning evaluated on Chinese")
   axis.legend(fontsize=7, loc="upper right")
-  fig.savefig(path, dpi=110)
+  files.save_figure(fig, path, dpi=110)
 
 
 def main():
@@ -284,8 +281,8 @@ def main():
   results = run_transfer(workdir, flags.FLAGS.pretrained, flags.FLAGS.en_dataset,
                          flags.FLAGS.data_dir, budget)
   markdown = tables(results)
-  pathlib.Path(workdir, "transfer.md").write_text(markdown + "\n", encoding="utf-8")
-  pathlib.Path(workdir, "transfer.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+  files.write_text(os.path.join(workdir, "transfer.md"), markdown + "\n")
+  files.write_json(os.path.join(workdir, "transfer.json"), results)
   plot(results, os.path.join(workdir, "transfer.png"))
   print(markdown)
   print(f"Tables: {workdir}/transfer.md; plot: {workdir}/transfer.png")

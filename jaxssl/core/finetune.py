@@ -187,18 +187,29 @@ def encode_split(config, task, tokenizer, split, num_labels):
   return rows, report
 
 
+# Fields that fix what a workdir's checkpoints mean: resuming with any other value would
+# silently continue a different run (num_train_steps may grow, as in pretraining).
+RUN_IDENTITY_FIELDS = ("objective", "task", "dataset", "init_from", "seed", "train_split",
+                       "max_seq_length", "batch_size", "doc_stride", "max_question_length")
+
+
 def save_for_prediction(workdir, config, encoder_cfg, tokenizer, label_names):
-  """Everything but the parameters that ``jaxssl.predict`` needs to rebuild the model."""
-  workdir_lib.write_config(workdir, config)
+  """Everything but the parameters that ``jaxssl.predict`` needs to rebuild the model; the
+  config last, so a workdir with a config has all of it."""
   workdir_lib.write_model_config(workdir, encoder_cfg)
   workdir_lib.write_labels(workdir, label_names)
   tokenizer.save(workdir)
+  workdir_lib.write_config(workdir, config)
 
 
-def train_batches(rows, batch_size, seed):
-  """Endless ``(batch, counts)`` of training rows for ``trainer.train``."""
+def train_batches(rows, batch_size, seed, start=0):
+  """Endless ``(batch, counts)`` of training rows for ``trainer.train``, from the ``start``-th
+  batch on (a resumed run skips the ones it already trained on)."""
   ones = np.ones((batch_size,), np.float32)
-  for batch_indices in train_indices(len(rows.example_of_row), batch_size, seed):
+  indices = train_indices(len(rows.example_of_row), batch_size, seed)
+  for _ in range(start):
+    next(indices)
+  for batch_indices in indices:
     batch = {key: value[batch_indices] for key, value in rows.arrays.items()}
     counts = {"rows": batch_size, "tokens": int(batch["attention_mask"].sum())}
     yield {**batch, "example_weights": ones}, counts
@@ -206,14 +217,17 @@ def train_batches(rows, batch_size, seed):
 
 def train(config, workdir, task, graphdef, encoder_params, tokenizer, label_names, train_split,
           dev_split, text_blind):
-  """Writes what predict needs, trains encoder + head in ``trainer.train``'s loop and saves the
-  final parameters; returns the final dev metrics. ``train_split``/``dev_split``: (rows,
-  report) of ``encode_split``."""
+  """Trains encoder + head in ``trainer.train``'s loop, resuming from the workdir's latest
+  checkpoint if any; returns the final dev metrics. ``train_split``/``dev_split``:
+  (rows, report) of ``encode_split``."""
   kind = kinds.get(task.kind)
   (train_rows, train_report), (dev_rows, dev_report) = train_split, dev_split
   num_labels = len(label_names) if label_names else None
   encoder_cfg = nnx.merge(graphdef, encoder_params).cfg
-  save_for_prediction(workdir, config, encoder_cfg, tokenizer, label_names)
+  if workdir_lib.has_config(workdir):
+    workdir_lib.write_config(workdir, config)  # the rest is as the first start wrote it
+  else:
+    save_for_prediction(workdir, config, encoder_cfg, tokenizer, label_names)
 
   params = {
       "encoder":
@@ -228,41 +242,47 @@ def train(config, workdir, task, graphdef, encoder_params, tokenizer, label_name
   forward = make_forward(graphdef, kind.head, config.dropout_rate)
   train_step, eval_step = make_steps(forward, kind.head, optimizer)
 
-  # --- Train loop.
-  writer = metrics_lib.MetricWriter(workdir)
-  writer.write(
-      0, "data", {
-          **{
-              f"train_{key}": value for key, value in train_report.items()
-          },
-          **{
-              f"dev_{key}": value for key, value in dev_report.items()
-          }
-      })
-  checkpointer = workdir_lib.checkpointer(workdir, keep=1)
+  def evaluate_state(state):
+    return {**evaluate(eval_step, state.params, task, dev_rows, config), **text_blind}
+
+  checkpointer = workdir_lib.checkpointer(workdir, config.keep_checkpoints)
+  start_step, restored, _ = checkpointer.restore_latest(
+      steps.on_one_device(jax.eval_shape(lambda: state)))
+  if restored is not None:
+    state = restored
+  else:
+    start_step = 0
+  writer = metrics_lib.MetricWriter(workdir, start_step)
   try:
-    state, _, dev_metrics = trainer.train(
+    if start_step == 0:
+      writer.write(
+          0, "data", {
+              **{
+                  f"train_{key}": value for key, value in train_report.items()
+              },
+              **{
+                  f"dev_{key}": value for key, value in dev_report.items()
+              }
+          })
+    state, dev_metrics = trainer.train(
         state,
         train_step=train_step,
-        batches=train_batches(train_rows, config.batch_size, config.seed),
+        batches=train_batches(train_rows, config.batch_size, config.seed, start_step),
         rng=rng_lib.run_key(config.seed, "train"),
-        start_step=0,
+        start_step=start_step,
         num_steps=config.num_train_steps,
         summarize=summarize,
-        evaluate=lambda state: {
-            **evaluate(eval_step, state.params, task, dev_rows, config),
-            **text_blind
-        },
-        # Fine-tuning does not resume yet, so only the final parameters are kept (for predict).
-        save=lambda step, state: checkpointer.save(step, state.params, {}),
+        evaluate=evaluate_state,
+        save=lambda step, state: checkpointer.save(step, state, {"batches": step}),
         writer=writer,
         schedule=schedule,
         log_every=config.log_every,
         eval_every=config.eval_every,
-        checkpoint_every=config.num_train_steps,
+        checkpoint_every=config.checkpoint_every,
         description=f"finetune {config.task}",
-        progress_metric="loss",
-        stop_on_signal=False)
+        progress_metric="loss")
+    if not dev_metrics:  # resumed a finished run
+      dev_metrics = evaluate_state(state)
   finally:  # pending writes finish even when training stops on an error
     writer.close()
     checkpointer.close()
@@ -270,15 +290,15 @@ def train(config, workdir, task, graphdef, encoder_params, tokenizer, label_name
 
 
 def run(config, workdir):
-  """Fine-tunes ``config.init_from`` on ``config.task``; returns the final dev metrics, each
-  with its text-blind baseline (``catalog.baseline``)."""
+  """Fine-tunes ``config.init_from`` on ``config.task`` in ``workdir``, resuming from its latest
+  checkpoint if any; returns the final dev metrics, each with its text-blind baseline
+  (``catalog.baseline``). A signal stops it with ``trainer.Stopped`` after a checkpoint."""
   # --- Checks and data, before anything is written to the workdir.
   validation.check_fields(config)
+  workdir_lib.check_writable(workdir)
   task = catalog.get_task(config.task, config.dataset)
   kind = kinds.get(task.kind)
-  if workdir_lib.has_metrics(workdir):
-    raise ValueError(f"workdir {workdir} already holds a fine-tuning run (fine-tuning does not "
-                     "resume); use a new --workdir.")
+  workdir_lib.check_compatible(workdir, config, RUN_IDENTITY_FIELDS)
   graphdef, encoder_params, tokenizer = load_encoder(config)
   label_names = (None if kind.num_outputs else corpora.label_names(task.dataset, config.data_dir,
                                                                    task.label_key))

@@ -149,6 +149,7 @@ def run(config, workdir):
   """
   # --- Checks that need no data: config, mesh, workdir (and the checkpoint init_from names).
   validation.check_fields(config)
+  workdir_lib.check_writable(workdir)
   init = load_init(config)
   objective = objectives.get(config, init and init.model.cfg)
   mesh = sharding.make_mesh(config.mesh)
@@ -184,22 +185,6 @@ def run(config, workdir):
     shutil.rmtree(scratch_dir, ignore_errors=True)
 
 
-def restore_latest(checkpointer, abstract_state):
-  """(step, state, data position) of the newest checkpoint that restores; an unreadable newer
-  one (a corrupt or truncated write) is deleted with a one-line note, so training continues
-  from the one before and saves that step again. (None, None, None) when there is none."""
-  for step in sorted(checkpointer.all_steps(), reverse=True):
-    try:
-      state, data_position = checkpointer.restore(step, abstract_state)
-      return step, state, data_position
-    except Exception as error:  # pylint: disable=broad-except  (orbax raises many kinds)
-      reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error)
-      print(f"note: checkpoint {step} cannot be read ({reason}); deleting it and resuming from "
-            "the one before.")
-      checkpointer.delete(step)
-  return None, None, None
-
-
 def train(config, workdir, objective, init, tokenizer, batches, baseline, mesh):
   """Builds (or restores) the sharded state and runs the train loop; returns the last
   evaluation's metrics."""
@@ -216,8 +201,8 @@ def train(config, workdir, objective, init, tokenizer, batches, baseline, mesh):
 
   checkpointer = workdir_lib.checkpointer(workdir, config.keep_checkpoints)
   with jax.set_mesh(mesh), sharding.activation_rules(rules):
-    start_step, state, data_position = restore_latest(checkpointer,
-                                                      steps.placed(abstract_state, state_sharding))
+    start_step, state, data_position = checkpointer.restore_latest(
+        steps.placed(abstract_state, state_sharding))
     if start_step is None:
       start_step = 0
       state = jax.jit(init_state, out_shardings=state_sharding)()
@@ -250,7 +235,7 @@ def train(config, workdir, objective, init, tokenizer, batches, baseline, mesh):
   writer = metrics_lib.MetricWriter(workdir, start_step)
   try:
     with jax.set_mesh(mesh), sharding.activation_rules(rules):
-      state, step, eval_metrics = trainer.train(
+      state, eval_metrics = trainer.train(
           state,
           train_step=train_step,
           batches=global_batches(),
@@ -267,13 +252,13 @@ def train(config, workdir, objective, init, tokenizer, batches, baseline, mesh):
           checkpoint_every=config.checkpoint_every,
           description=f"{config.objective} pretrain",
           progress_metric=objective.progress_metric)
-      if not eval_metrics and step >= config.num_train_steps:  # resumed a finished run
+      if not eval_metrics:  # resumed a finished run
         eval_metrics = evaluate(state)
   finally:  # pending checkpoint writes finish even when training stops on an error
     checkpointer.close()
     writer.close()
 
-  if step >= config.num_train_steps and eval_metrics and jax.process_index() == 0:
-    print(f"Done: {step} steps. {objective.summary(eval_metrics, baseline)}. "
+  if jax.process_index() == 0:
+    print(f"Done: {int(state.step)} steps. {objective.summary(eval_metrics, baseline)}. "
           f"Metrics: {workdir}/metrics.jsonl")
   return eval_metrics

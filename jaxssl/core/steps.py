@@ -140,3 +140,9 @@ def placed(abstract_state, shardings):
   """``abstract_state`` with each leaf's sharding set: the restore target of a checkpoint."""
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                       abstract_state, shardings)
+
+
+def on_one_device(abstract_state):
+  """``abstract_state`` placed on the first device: the restore target on one device."""
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return placed(abstract_state, jax.tree.map(lambda _: device, abstract_state))

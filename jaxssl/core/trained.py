@@ -3,7 +3,6 @@
 
 import os
 
-import jax
 from flax import nnx
 
 from jaxssl import pretrained
@@ -22,21 +21,28 @@ def run_objective(config, workdir):
   return objectives.get(config, workdir_lib.read_model_config(workdir, model_class))
 
 
+def restore_on_one_device(workdir, abstract_state):
+  """(step, state) of the newest readable checkpoint in ``workdir``, on one device; read only,
+  so a run still writing there is not disturbed."""
+  checkpointer = workdir_lib.checkpointer(workdir, read_only=True)
+  try:
+    step, state, _ = checkpointer.restore_latest(steps.on_one_device(abstract_state))
+  finally:
+    checkpointer.close()
+  if step is None:
+    raise ValueError(f"workdir {workdir} has no checkpoint yet; rerun its training command to "
+                     "resume it until it saves one.")
+  return step, state
+
+
 def load_trained(workdir):
   """A pretraining workdir's (config, objective, tokenizer, graphdef, params) on one device,
   from its latest checkpoint."""
   config = workdir_lib.read_config(workdir)
   objective = run_objective(config, workdir)
-  checkpointer = workdir_lib.checkpointer(workdir, config.keep_checkpoints)
-  step = checkpointer.latest_step()
-  if step is None:
-    raise ValueError(f"workdir {workdir} has no checkpoint yet; let its training save one.")
   optimizer, _ = steps.make_optimizer(config)
   graphdef, _, abstract_state = steps.state_structure(objective, optimizer, config.seed)
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  state, _ = checkpointer.restore(
-      step, steps.placed(abstract_state, jax.tree.map(lambda _: device, abstract_state)))
-  checkpointer.close()
+  _, state = restore_on_one_device(workdir, abstract_state)
   return config, objective, workdir_lib.load_tokenizer(workdir), graphdef, state.params
 
 

@@ -43,6 +43,11 @@ class StopSignal:
       signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+class Stopped(Exception):
+  """SIGTERM, SIGINT or a preemption notice stopped the run after it saved a checkpoint;
+  rerunning the same command resumes it."""
+
+
 class NonFiniteError(ValueError):
   """Training diverged: a loss, gradient or parameter is NaN or infinite."""
 
@@ -56,93 +61,78 @@ def add_sums(total, sums):
   return sums if total is None else jax.tree.map(jnp.add, total, sums)
 
 
-def train(state,
-          *,
-          train_step: Callable,
-          batches: Iterator,
-          rng,
-          start_step: int,
-          num_steps: int,
-          summarize: Callable,
-          evaluate: Callable,
-          save: Callable,
-          writer,
-          schedule: Callable,
-          log_every: int,
-          eval_every: int,
-          checkpoint_every: int,
-          description: str,
-          progress_metric: str,
-          stop_on_signal: bool = True):
-  """Runs ``train_step`` from ``start_step`` to ``num_steps``; returns (state, last step,
-  last evaluation's metrics).
+def train(state, *, train_step: Callable, batches: Iterator, rng, start_step: int, num_steps: int,
+          summarize: Callable, evaluate: Callable, save: Callable, writer, schedule: Callable,
+          log_every: int, eval_every: int, checkpoint_every: int, description: str,
+          progress_metric: str):
+  """Runs ``train_step`` from ``start_step`` to ``num_steps``; returns (state, last
+  evaluation's metrics).
 
   ``batches`` yields ``(batch, counts)``: the step's input and ``{unit: n}`` of what it holds
   (real tokens, rows), logged as ``{unit}_per_second``. ``train_step(state, batch, rng) ->
   (state, sums)``; ``summarize(sums, num_steps) -> metrics``; ``evaluate(state) -> metrics``;
-  ``save(step, state)`` checkpoints (every ``checkpoint_every`` steps, at the end, and when
-  SIGTERM or SIGINT asks the run to stop, if ``stop_on_signal``). A step whose loss or
-  gradient norm is not finite stops the run at the next log, evaluation or checkpoint with
-  ``NonFiniteError``, before anything non-finite is evaluated or saved.
+  ``save(step, state)`` checkpoints every ``checkpoint_every`` steps and at the end. SIGTERM or
+  SIGINT saves and raises ``Stopped``. A step whose loss or gradient norm is not finite stops
+  the run at the next log, evaluation or checkpoint with ``NonFiniteError``, before anything
+  non-finite is evaluated or saved.
   """
-  stop = StopSignal() if stop_on_signal else None
-  last_saved = start_step or None
-  step = start_step
-  eval_metrics = {}
+  stop = StopSignal()
   progress = tqdm(
       total=num_steps,
       initial=start_step,
       desc=description,
       disable=jax.process_index() != 0,
       dynamic_ncols=True)
-  window_sums, window_counts, window_steps = None, {}, 0
-  window_start = time.perf_counter()
-  while step < num_steps:
-    batch, counts = next(batches)
-    state, sums = train_step(state, batch, rng)
-    step += 1
-    window_sums = add_sums(window_sums, sums)
-    window_counts = {unit: window_counts.get(unit, 0) + n for unit, n in counts.items()}
-    window_steps += 1
-    progress.update(1)
-    stopping = stop is not None and stop.should_stop(step)
-    saving = step % checkpoint_every == 0 or step == num_steps or stopping
-    if saving or step % log_every == 0 or step % eval_every == 0:
-      # The window's summed gradient norm is finite only if every step's since the last log
-      # was, and every step is in a window checked here.
-      if (not math.isfinite(float(jax.device_get(window_sums["grad_norm"]))) or
-          (saving and not params_finite(state.params))):
-        writer.write(step, "train", {"non_finite": True})
-        progress.close()
-        kept = (f"checkpoint {last_saved}, the last finite one, is kept"
-                if last_saved else "no checkpoint was saved")
-        raise NonFiniteError(
-            f"training stopped at step {step}: the loss, a gradient or a parameter is NaN or "
-            f"infinite; {kept}. Lower learning_rate or raise adam_eps, then rerun the command.")
-    if step % log_every == 0 or step == num_steps:
-      train_metrics = summarize(jax.device_get(window_sums), window_steps)
-      elapsed = time.perf_counter() - window_start
-      for unit, count in window_counts.items():
-        train_metrics[f"{unit}_per_second"] = count / elapsed
-      train_metrics["learning_rate"] = float(schedule(step))
-      writer.write(step, "train", train_metrics)
-      postfix = {progress_metric: f"{train_metrics[progress_metric]:.3f}"}
-      if "tokens_per_second" in train_metrics:
-        postfix["tok_s"] = f"{train_metrics['tokens_per_second']:.0f}"
-      progress.set_postfix(postfix)
-      window_sums, window_counts, window_steps = None, {}, 0
-      window_start = time.perf_counter()
-    if step % eval_every == 0 or step == num_steps:
-      eval_metrics = evaluate(state)
-      writer.write(step, "eval", eval_metrics)
-    if saving:
-      save(step, state)
-      last_saved = step
-    if stopping:
-      print(f"Stopped by {stop.received} at step {step}; checkpoint saved. Rerun the same "
-            "command to resume.")
-      break
-  progress.close()
-  if stop is not None:
+  try:
+    last_saved = start_step or None
+    step = start_step
+    eval_metrics = {}
+    window_sums, window_counts, window_steps = None, {}, 0
+    window_start = time.perf_counter()
+    while step < num_steps:
+      batch, counts = next(batches)
+      state, sums = train_step(state, batch, rng)
+      step += 1
+      window_sums = add_sums(window_sums, sums)
+      window_counts = {unit: window_counts.get(unit, 0) + n for unit, n in counts.items()}
+      window_steps += 1
+      progress.update(1)
+      stopping = stop.should_stop(step)
+      saving = step % checkpoint_every == 0 or step == num_steps or stopping
+      if saving or step % log_every == 0 or step % eval_every == 0:
+        # The window's summed gradient norm is finite only if every step's since the last log
+        # was, and every step is in a window checked here.
+        if (not math.isfinite(float(jax.device_get(window_sums["grad_norm"]))) or
+            (saving and not params_finite(state.params))):
+          writer.write(step, "train", {"non_finite": True})
+          kept = (f"checkpoint {last_saved}, the last finite one, is kept"
+                  if last_saved else "no checkpoint was saved")
+          raise NonFiniteError(
+              f"training stopped at step {step}: the loss, a gradient or a parameter is NaN or "
+              f"infinite; {kept}. Lower learning_rate or raise adam_eps, then rerun the command.")
+      if step % log_every == 0 or step == num_steps:
+        train_metrics = summarize(jax.device_get(window_sums), window_steps)
+        elapsed = time.perf_counter() - window_start
+        for unit, count in window_counts.items():
+          train_metrics[f"{unit}_per_second"] = count / elapsed
+        train_metrics["learning_rate"] = float(schedule(step))
+        writer.write(step, "train", train_metrics)
+        postfix = {progress_metric: f"{train_metrics[progress_metric]:.3f}"}
+        if "tokens_per_second" in train_metrics:
+          postfix["tok_s"] = f"{train_metrics['tokens_per_second']:.0f}"
+        progress.set_postfix(postfix)
+        window_sums, window_counts, window_steps = None, {}, 0
+        window_start = time.perf_counter()
+      if step % eval_every == 0 or step == num_steps:
+        eval_metrics = evaluate(state)
+        writer.write(step, "eval", eval_metrics)
+      if saving:
+        save(step, state)
+        last_saved = step
+      if stopping:
+        raise Stopped(f"Stopped by {stop.received} at step {step}; checkpoint saved. Rerun the "
+                      "same command to resume.")
+    return state, eval_metrics
+  finally:
+    progress.close()
     stop.close()
-  return state, step, eval_metrics
