@@ -62,12 +62,6 @@ class Checkpointer:
       self.manager = ocp.CheckpointManager(
           self.directory, options=options, item_names=("state", "data"))
 
-  def latest_step(self):
-    return self.manager.latest_step()
-
-  def all_steps(self):
-    return self.manager.all_steps()
-
   def save(self, step, state, data_position):
     """Saves asynchronously; a second save of the same step is a no-op. A disk without room
     for the state is an ``OSError`` before anything is written."""

@@ -9,6 +9,8 @@ import os
 
 import jax
 
+from jaxssl import files
+
 
 class MetricWriter:
   """Appends to a run's records; on resume from ``start_step`` it first drops the records of
@@ -21,9 +23,7 @@ class MetricWriter:
       path = os.path.join(workdir, "metrics.jsonl")
       kept = [r for r in read_metrics(workdir) if r["step"] <= start_step
              ] if start_step and os.path.exists(path) else []
-      with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in kept)
-      os.replace(path + ".tmp", path)
+      files.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
       self.jsonl = open(path, "a", encoding="utf-8")
       # Imported here, not at the top: tensorboardX imports torch where it is installed (~2 s),
       # which only the commands that write metrics should pay.
