@@ -43,28 +43,48 @@ def _quiet_read_only_note():
     logger.removeFilter(note)
 
 
+def _score(metrics, name):
+  """A checkpoint's rank by ``metrics[name]``; one without it (or with NaN) ranks last."""
+  value = (metrics or {}).get(name)
+  return value if isinstance(value, (int, float)) and value == value else -float("inf")
+
+
 class Checkpointer:
-  """Periodic and final checkpoints in ``workdir/checkpoints``, keeping the last ``keep``.
+  """Periodic and final checkpoints in ``workdir/checkpoints``, keeping the last ``keep``, and,
+  with ``best_metric``, also the one whose evaluation scored highest on it (orbax's BestN).
 
   ``read_only``: for a reader beside a possibly running job (predict, export): it neither
   creates, deletes nor cleans anything. A writer (the run holding the workdir) first removes
   the unfinished writes a killed run left behind.
   """
 
-  def __init__(self, workdir, keep=1, read_only=False):
+  def __init__(self, workdir, keep=1, read_only=False, best_metric=None):
     self.directory = os.path.join(os.path.abspath(workdir), DIRECTORY)
     self.read_only = read_only
+    self.best_metric = best_metric
+    best_fn = (lambda metrics: _score(metrics, best_metric)) if best_metric else None
     if read_only:
-      options = ocp.CheckpointManagerOptions(save_interval_steps=0, read_only=True, create=False)
+      options = ocp.CheckpointManagerOptions(
+          save_interval_steps=0, read_only=True, create=False, best_fn=best_fn)
+    elif best_metric:
+      policies = ocp.checkpoint_managers
+      options = ocp.CheckpointManagerOptions(
+          best_fn=best_fn,  # orbax writes each checkpoint's metrics only when it has one
+          preservation_policy=policies.AnyPreservationPolicy([
+              policies.LatestN(n=keep),
+              policies.BestN(get_metric_fn=best_fn, n=1),
+          ]),
+          cleanup_tmp_directories=True)
     else:
       options = ocp.CheckpointManagerOptions(max_to_keep=keep, cleanup_tmp_directories=True)
     with _quiet_read_only_note():
       self.manager = ocp.CheckpointManager(
           self.directory, options=options, item_names=("state", "data"))
 
-  def save(self, step, state, data_position):
-    """Saves asynchronously; a second save of the same step is a no-op. A disk without room
-    for the state is an ``OSError`` before anything is written."""
+  def save(self, step, state, data_position, metrics=None):
+    """Saves asynchronously; a second save of the same step is a no-op. ``metrics``: the
+    evaluation at this step, if any (ranked by ``best_metric``). A disk without room for the
+    state is an ``OSError`` before anything is written."""
     if step in self.manager.all_steps():
       return
     needed = sum(getattr(leaf, "nbytes", 0) for leaf in jax.tree.leaves(state))
@@ -77,7 +97,8 @@ class Checkpointer:
       self.manager.save(
           step,
           args=ocp.args.Composite(
-              state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_position)))
+              state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_position)),
+          metrics=(metrics or {}) if self.best_metric else None)
 
   def restore(self, step, abstract_state):
     """Restores ``step`` onto the shardings carried by ``abstract_state`` (ShapeDtypeStructs)."""
@@ -104,6 +125,18 @@ class Checkpointer:
         if not self.read_only:
           self.manager.delete(step)
     return None, None, None
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def best_step(self):
+    """The step whose evaluation scored highest on ``best_metric`` (the later of a tie; the
+    latest when none was evaluated); None when there is no checkpoint."""
+    return self.manager.best_step()
+
+  def metrics(self, step):
+    """The evaluation metrics saved with ``step`` ({} or None when it had none)."""
+    return self.manager.metrics(step)
 
   def close(self):
     """Blocks until pending saves are on disk."""

@@ -82,11 +82,12 @@ class Predictor:
     abstract_state = jax.eval_shape(
         lambda params: steps.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params)),
         abstract_params)
-    step, state = trained.restore_on_one_device(workdir, abstract_state)
-    if step < self.config.num_train_steps:
-      print(f"note: the run in {workdir} stopped at step {step} of "
-            f"{self.config.num_train_steps}; predicting with that checkpoint (rerun its training "
-            "command to finish it).")
+    saved = finetune.checkpoints(workdir, self.task)
+    self.step, state = trained.restore_on_one_device(workdir, abstract_state, saved.best_step)
+    if saved.latest_step < self.config.num_train_steps:
+      print(f"note: the run in {workdir} stopped at step {saved.latest_step} of "
+            f"{self.config.num_train_steps}; predicting with its best checkpoint so far (step "
+            f"{self.step}). Rerun its training command to finish it.")
     self.params = state.params
     self.predict_step = finetune.make_predict_step(finetune.make_forward(graphdef, head, 0.0))
     self.decode_options = kinds.DecodeOptions(self.config.n_best, self.config.max_answer_length)

@@ -130,10 +130,11 @@ def has_checkpoint(workdir):
   return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
 
 
-def checkpointer(workdir, keep=1, read_only=False):
-  """The run's ``checkpoint.Checkpointer`` (``workdir/checkpoints``, the last ``keep`` kept;
-  ``read_only`` for a reader, which must not disturb a run that may be writing)."""
-  return checkpoint.Checkpointer(workdir, keep, read_only)
+def checkpointer(workdir, keep=1, read_only=False, best_metric=None):
+  """The run's ``checkpoint.Checkpointer`` (``workdir/checkpoints``, the last ``keep`` kept, and
+  the best by ``best_metric`` if given; ``read_only`` for a reader, which must not disturb a run
+  that may be writing)."""
+  return checkpoint.Checkpointer(workdir, keep, read_only, best_metric)
 
 
 def has_metrics(workdir):

@@ -12,6 +12,7 @@ A finished workdir holds what ``jaxssl.predict`` needs: the config, the encoder'
 """
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -202,15 +203,36 @@ def save_for_prediction(workdir, config, encoder_cfg, tokenizer, label_names):
   workdir_lib.write_config(workdir, config)
 
 
-def train_batches(rows, batch_size, seed, start=0):
+def bucket_lengths(max_seq_length):
+  """The lengths a training batch is padded to: powers of two from 16 below
+  ``max_seq_length``, and ``max_seq_length``; jit compiles the train step once per length."""
+  lengths = [16]
+  while lengths[-1] * 2 < max_seq_length:
+    lengths.append(lengths[-1] * 2)
+  return [length for length in lengths if length < max_seq_length] + [max_seq_length]
+
+
+def trimmed(batch, lengths):
+  """``batch`` cut to the shortest of ``lengths`` that holds its longest row: the (B, L) arrays
+  lose trailing padding only (rows are right-padded and positions are absolute), so the loss is
+  the padded batch's."""
+  longest = int(batch["attention_mask"].sum(axis=1).max())
+  length = next(length for length in lengths if length >= longest)
+  return {key: value[:, :length] if value.ndim == 2 else value for key, value in batch.items()}
+
+
+def train_batches(rows, batch_size, seed, start=0, lengths=None):
   """Endless ``(batch, counts)`` of training rows for ``trainer.train``, from the ``start``-th
-  batch on (a resumed run skips the ones it already trained on)."""
+  batch on (a resumed run skips the ones it already trained on); with ``lengths``
+  (``bucket_lengths``) each batch is padded only to the bucket its longest row needs."""
   ones = np.ones((batch_size,), np.float32)
   indices = train_indices(len(rows.example_of_row), batch_size, seed)
   for _ in range(start):
     next(indices)
   for batch_indices in indices:
     batch = {key: value[batch_indices] for key, value in rows.arrays.items()}
+    if lengths is not None:
+      batch = trimmed(batch, lengths)
     counts = {"rows": batch_size, "tokens": int(batch["attention_mask"].sum())}
     yield {**batch, "example_weights": ones}, counts
 
@@ -218,8 +240,7 @@ def train_batches(rows, batch_size, seed, start=0):
 def train(config, workdir, task, graphdef, encoder_params, tokenizer, label_names, train_split,
           dev_split, text_blind):
   """Trains encoder + head in ``trainer.train``'s loop, resuming from the workdir's latest
-  checkpoint if any; returns the final dev metrics. ``train_split``/``dev_split``:
-  (rows, report) of ``encode_split``."""
+  checkpoint if any. ``train_split``/``dev_split``: (rows, report) of ``encode_split``."""
   kind = kinds.get(task.kind)
   (train_rows, train_report), (dev_rows, dev_report) = train_split, dev_split
   num_labels = len(label_names) if label_names else None
@@ -245,7 +266,8 @@ def train(config, workdir, task, graphdef, encoder_params, tokenizer, label_name
   def evaluate_state(state):
     return {**evaluate(eval_step, state.params, task, dev_rows, config), **text_blind}
 
-  checkpointer = workdir_lib.checkpointer(workdir, config.keep_checkpoints)
+  checkpointer = workdir_lib.checkpointer(
+      workdir, config.keep_checkpoints, best_metric=task.metrics[0])
   start_step, restored, _ = checkpointer.restore_latest(
       steps.on_one_device(jax.eval_shape(lambda: state)))
   if restored is not None:
@@ -264,16 +286,22 @@ def train(config, workdir, task, graphdef, encoder_params, tokenizer, label_name
                   f"dev_{key}": value for key, value in dev_report.items()
               }
           })
-    state, dev_metrics = trainer.train(
+    trainer.train(
         state,
         train_step=train_step,
-        batches=train_batches(train_rows, config.batch_size, config.seed, start_step),
+        batches=train_batches(
+            train_rows,
+            config.batch_size,
+            config.seed,
+            start_step,
+            lengths=bucket_lengths(config.max_seq_length) if config.dynamic_padding else None),
         rng=rng_lib.run_key(config.seed, "train"),
         start_step=start_step,
         num_steps=config.num_train_steps,
         summarize=summarize,
         evaluate=evaluate_state,
-        save=lambda step, state: checkpointer.save(step, state, {"batches": step}),
+        save=lambda step, state, metrics: checkpointer.save(step, state, {"batches": step}, metrics
+                                                           ),
         writer=writer,
         schedule=schedule,
         log_every=config.log_every,
@@ -281,18 +309,16 @@ def train(config, workdir, task, graphdef, encoder_params, tokenizer, label_name
         checkpoint_every=config.checkpoint_every,
         description=f"finetune {config.task}",
         progress_metric="loss")
-    if not dev_metrics:  # resumed a finished run
-      dev_metrics = evaluate_state(state)
   finally:  # pending writes finish even when training stops on an error
     writer.close()
     checkpointer.close()
-  return dev_metrics
 
 
 def run(config, workdir):
   """Fine-tunes ``config.init_from`` on ``config.task`` in ``workdir``, resuming from its latest
-  checkpoint if any; returns the final dev metrics, each with its text-blind baseline
-  (``catalog.baseline``). A signal stops it with ``trainer.Stopped`` after a checkpoint."""
+  checkpoint if any; returns the dev metrics of the best checkpoint (``checkpoints``: the one
+  predict uses), each with its text-blind baseline (``catalog.baseline``). A signal stops it
+  with ``trainer.Stopped`` after a checkpoint."""
   # --- Checks and data, before anything is written to the workdir.
   validation.check_fields(config)
   workdir_lib.check_writable(workdir)
@@ -310,9 +336,30 @@ def run(config, workdir):
 
   # --- Every check passed: the workdir is written from here on, by one run at a time.
   with workdir_lib.lock(workdir):
-    dev_metrics = train(config, workdir, task, graphdef, encoder_params, tokenizer, label_names,
-                        (train_rows, train_report), (dev_rows, dev_report), text_blind)
-  print(f"Done: {config.num_train_steps} steps. dev "
+    train(config, workdir, task, graphdef, encoder_params, tokenizer, label_names,
+          (train_rows, train_report), (dev_rows, dev_report), text_blind)
+  step, dev_metrics, _ = checkpoints(workdir, task)
+  print(f"Done: {config.num_train_steps} steps. Best dev {task.metrics[0]} at step {step} (the "
+        "checkpoint predict uses): "
         f"{', '.join(f'{name}={value:.4f}' for name, value in dev_metrics.items())}. "
         f"Metrics: {workdir}/metrics.jsonl")
   return dev_metrics
+
+
+class Checkpoints(NamedTuple):
+  """What a fine-tuning workdir's checkpoints hold (steps None before the first one)."""
+  best_step: int | None  # the best dev score on the task's first metric: what predict uses
+  best_metrics: dict | None  # its dev metrics
+  latest_step: int | None  # where a rerun resumes
+
+
+def checkpoints(workdir, task):
+  """The ``Checkpoints`` of ``workdir``, read without disturbing a run writing there."""
+  checkpointer = workdir_lib.checkpointer(workdir, read_only=True, best_metric=task.metrics[0])
+  try:
+    best = checkpointer.best_step()
+    return Checkpoints(best,
+                       checkpointer.metrics(best) if best is not None else None,
+                       checkpointer.latest_step())
+  finally:
+    checkpointer.close()

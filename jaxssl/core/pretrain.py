@@ -228,7 +228,8 @@ def train(config, workdir, objective, init, tokenizer, batches, baseline, mesh):
           "tokens": objective.real_tokens(batch, tokenizer) * jax.process_count()
       }
 
-  def save(step, state):
+  def save(step, state, metrics):
+    del metrics  # every checkpoint is kept by age
     checkpointer.save(step, state, train_batches.state())
 
   # --- Train loop.

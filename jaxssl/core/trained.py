@@ -21,12 +21,15 @@ def run_objective(config, workdir):
   return objectives.get(config, workdir_lib.read_model_config(workdir, model_class))
 
 
-def restore_on_one_device(workdir, abstract_state):
-  """(step, state) of the newest readable checkpoint in ``workdir``, on one device; read only,
-  so a run still writing there is not disturbed."""
+def restore_on_one_device(workdir, abstract_state, step=None):
+  """(step, state) of checkpoint ``step`` in ``workdir`` (None: the newest readable one), on
+  one device; read only, so a run still writing there is not disturbed."""
   checkpointer = workdir_lib.checkpointer(workdir, read_only=True)
   try:
-    step, state, _ = checkpointer.restore_latest(steps.on_one_device(abstract_state))
+    if step is None:
+      step, state, _ = checkpointer.restore_latest(steps.on_one_device(abstract_state))
+    else:
+      state, _ = checkpointer.restore(step, steps.on_one_device(abstract_state))
   finally:
     checkpointer.close()
   if step is None:

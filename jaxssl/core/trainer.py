@@ -71,7 +71,8 @@ def train(state, *, train_step: Callable, batches: Iterator, rng, start_step: in
   ``batches`` yields ``(batch, counts)``: the step's input and ``{unit: n}`` of what it holds
   (real tokens, rows), logged as ``{unit}_per_second``. ``train_step(state, batch, rng) ->
   (state, sums)``; ``summarize(sums, num_steps) -> metrics``; ``evaluate(state) -> metrics``;
-  ``save(step, state)`` checkpoints every ``checkpoint_every`` steps and at the end. SIGTERM or
+  ``save(step, state, metrics)`` checkpoints every ``checkpoint_every`` steps and at the end,
+  with the evaluation's metrics when one ran at that step (else None). SIGTERM or
   SIGINT saves and raises ``Stopped``. A step whose loss or gradient norm is not finite stops
   the run at the next log, evaluation or checkpoint with ``NonFiniteError``, before anything
   non-finite is evaluated or saved.
@@ -123,11 +124,12 @@ def train(state, *, train_step: Callable, batches: Iterator, rng, start_step: in
         progress.set_postfix(postfix)
         window_sums, window_counts, window_steps = None, {}, 0
         window_start = time.perf_counter()
-      if step % eval_every == 0 or step == num_steps:
+      evaluated = step % eval_every == 0 or step == num_steps
+      if evaluated:
         eval_metrics = evaluate(state)
         writer.write(step, "eval", eval_metrics)
       if saving:
-        save(step, state)
+        save(step, state, eval_metrics if evaluated else None)
         last_saved = step
       if stopping:
         raise Stopped(f"Stopped by {stop.received} at step {step}; checkpoint saved. Rerun the "

@@ -1,0 +1,87 @@
+"""The fine-tuning loop's parts: dynamic padding and the best checkpoint that predict loads."""
+
+import numpy as np
+import pytest
+
+from jaxssl import checkpoint
+from jaxssl import metrics as metrics_lib
+from jaxssl import predict
+from jaxssl.core import finetune
+from jaxssl.core import rng as rng_lib
+from jaxssl.core.tasks import catalog
+from jaxssl.core.tasks import kinds
+from test_finetune import small_config
+
+
+@pytest.mark.parametrize("task, max_seq_length", [("sentiment", 64), ("pos", 64), ("qa", 384)])
+def test_dynamic_padding_gives_the_padded_batchs_loss(task, max_seq_length, tiny_encoder, tfds_dir):
+  config = small_config(
+      tfds_dir, task, init_from=tiny_encoder, max_seq_length=max_seq_length, doc_stride=32)
+  task_spec = catalog.get_task(task)
+  kind = kinds.get(task_spec.kind)
+  graphdef, encoder_params, tokenizer = finetune.load_encoder(config)
+  label_names = (None if kind.num_outputs else finetune.corpora.label_names(
+      task_spec.dataset, tfds_dir, task_spec.label_key))
+  rows, _ = finetune.encode_split(config, task_spec, tokenizer, "train[:64]",
+                                  len(label_names) if label_names else None)
+  lengths = finetune.bucket_lengths(max_seq_length)
+  batch, _ = next(finetune.train_batches(rows, 16, seed=0, lengths=lengths))
+  longest = batch["attention_mask"].sum(axis=1).max()
+  assert batch["input_ids"].shape[1] == min(length for length in lengths if length >= longest)
+  shortest_rows = np.argsort(rows.arrays["attention_mask"].sum(axis=1))[:4]
+  padded = {key: value[shortest_rows] for key, value in rows.arrays.items()}
+  padded["example_weights"] = np.ones(4, np.float32)
+  dynamic = finetune.trimmed(padded, lengths)
+  assert dynamic["input_ids"].shape[1] < max_seq_length
+  hidden = finetune.nnx.merge(graphdef, encoder_params).cfg.hidden_size
+  params = {
+      "encoder":
+          encoder_params,
+      "head":
+          kind.head.init(rng_lib.run_key(0, "head"), hidden, kind.num_outputs or len(label_names))
+  }
+  forward = finetune.make_forward(graphdef, kind.head, dropout_rate=0.0)
+
+  def loss(batch):
+    sums, weight = kind.head.loss(forward(params, batch, None), batch)
+    return float(sums["loss"]) / float(weight)
+
+  np.testing.assert_allclose(loss(dynamic), loss(padded), rtol=1e-5)
+
+
+def test_the_best_and_the_latest_checkpoints_are_kept(tmp_path):
+  state = {"w": np.zeros(3, np.float32)}
+  checkpointer = checkpoint.Checkpointer(str(tmp_path), keep=1, best_metric="accuracy")
+  for step, accuracy in [(1, 0.5), (2, 0.9), (3, 0.7), (4, None)]:
+    checkpointer.save(step, state, {}, None if accuracy is None else {"accuracy": accuracy})
+  checkpointer.close()
+  assert sorted(
+      int(d.name) for d in (tmp_path / "checkpoints").iterdir() if d.name.isdigit()) == [2, 4]
+  reader = checkpoint.Checkpointer(str(tmp_path), read_only=True, best_metric="accuracy")
+  assert (reader.best_step(), reader.latest_step()) == (2, 4)
+  assert reader.metrics(2) == {"accuracy": 0.9}
+  reader.close()
+
+
+def test_predict_loads_the_best_evaluated_checkpoint(tiny_encoder, tfds_dir, tmp_path):
+  config = small_config(
+      tfds_dir,
+      init_from=tiny_encoder,
+      train_split="train[:128]",
+      eval_split="validation[:64]",
+      max_seq_length=32,
+      batch_size=8,
+      num_train_steps=8,
+      learning_rate=3e-3,
+      log_every=2,
+      eval_every=2,
+      checkpoint_every=2)
+  dev = finetune.run(config, str(tmp_path))
+  evaluations = [r for r in metrics_lib.read_metrics(str(tmp_path)) if r["split"] == "eval"]
+  assert [r["step"] for r in evaluations] == [2, 4, 6, 8]
+  best = max(reversed(evaluations), key=lambda r: r["accuracy"])  # the later of a tie
+  predictor = predict.Predictor(str(tmp_path))
+  assert predictor.step == best["step"]
+  assert dev["accuracy"] == best["accuracy"]
+  saved = finetune.checkpoints(str(tmp_path), catalog.get_task("sentiment"))
+  assert (saved.best_step, saved.latest_step) == (best["step"], 8)
