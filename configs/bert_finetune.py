@@ -81,6 +81,9 @@ def get_config(arg=None):
   # Loop and evaluation.
   config.log_every = 25  # Steps between train metric records.
   config.eval_every = 100  # Steps between dev evaluations (and one at the end).
+  # Evaluations in a row without a better dev score (the task's first metric) after which the
+  # run stops, keeping its best checkpoint; 0: train all num_train_steps.
+  config.early_stopping_patience = 0
   # Steps between checkpoints (and one at the end, and one on SIGTERM or Ctrl-C): a rerun of
   # the same command resumes from the latest. A MiniLM checkpoint (weights and Adam moments)
   # takes about 270 MB.

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from jaxssl import cli
 from jaxssl import files
+from jaxssl import metrics as metrics_lib
 from jaxssl import workdir as workdir_lib
 from jaxssl.core import finetune
 from jaxssl.core import steps
@@ -84,7 +85,8 @@ class Predictor:
         abstract_params)
     saved = finetune.checkpoints(workdir, self.task)
     self.step, state = trained.restore_on_one_device(workdir, abstract_state, saved.best_step)
-    if saved.latest_step < self.config.num_train_steps:
+    if (saved.latest_step < self.config.num_train_steps and
+        not finetune.stopped_early(metrics_lib.read_metrics(workdir))):
       print(f"note: the run in {workdir} stopped at step {saved.latest_step} of "
             f"{self.config.num_train_steps}; predicting with its best checkpoint so far (step "
             f"{self.step}). Rerun its training command to finish it.")

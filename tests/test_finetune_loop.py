@@ -85,3 +85,46 @@ def test_predict_loads_the_best_evaluated_checkpoint(tiny_encoder, tfds_dir, tmp
   assert dev["accuracy"] == best["accuracy"]
   saved = finetune.checkpoints(str(tmp_path), catalog.get_task("sentiment"))
   assert (saved.best_step, saved.latest_step) == (best["step"], 8)
+
+
+def test_patience_counts_evaluations_since_the_best():
+  stop = finetune.patience_stopper("accuracy", 2, history=[0.5, float("nan")])
+  assert [stop({"accuracy": a}) for a in (0.6, 0.6, 0.55, 0.7)] == [False, False, True, False]
+  assert finetune.patience_stopper("accuracy", 0, history=[]) is None
+
+
+def test_early_stopping_ends_the_run_and_its_rerun_trains_no_further(tiny_encoder, tfds_dir,
+                                                                     tmp_path, capsys):
+  # learning_rate 0: the weights never change, so no evaluation after the first is better.
+  config = small_config(
+      tfds_dir,
+      init_from=tiny_encoder,
+      train_split="train[:64]",
+      eval_split="validation[:32]",
+      max_seq_length=32,
+      batch_size=8,
+      num_train_steps=40,
+      learning_rate=0.0,
+      log_every=2,
+      eval_every=2,
+      checkpoint_every=2,
+      early_stopping_patience=2)
+  finetune.run(config, str(tmp_path))
+  assert "Done: 6 steps (stopped early: no better dev accuracy in 2 evaluations)" in (
+      capsys.readouterr().out)
+  records = metrics_lib.read_metrics(str(tmp_path))
+  assert [r["step"] for r in records if r["split"] == "eval"] == [2, 4, 6]
+  assert records[-1] == {"step": 6, "split": "train", "early_stopped": True}
+  saved = finetune.checkpoints(str(tmp_path), catalog.get_task("sentiment"))
+  assert (saved.best_step, saved.latest_step) == (6, 6)  # equal scores: the later is kept
+  finetune.run(config, str(tmp_path))  # the same command again: nothing more to train
+  assert metrics_lib.read_metrics(str(tmp_path)) == records
+  predictor = predict.Predictor(str(tmp_path))
+  assert predictor.step == 6 and "stopped at step" not in capsys.readouterr().out
+
+
+def test_a_negative_patience_is_one_line_before_anything_is_written(tfds_dir, tmp_path):
+  config = small_config(tfds_dir, early_stopping_patience=-1)
+  with pytest.raises(ValueError, match="early_stopping_patience=-1 is out of range; set it >= 0"):
+    finetune.run(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()

@@ -12,6 +12,7 @@ A finished workdir holds what ``jaxssl.predict`` needs: the config, the encoder'
 """
 
 import dataclasses
+import math
 from typing import NamedTuple
 
 import jax
@@ -275,6 +276,7 @@ def train(config, workdir, task, graphdef, encoder_params, tokenizer, label_name
   else:
     start_step = 0
   writer = metrics_lib.MetricWriter(workdir, start_step)
+  records = metrics_lib.read_metrics(workdir)  # those of the steps up to start_step
   try:
     if start_step == 0:
       writer.write(
@@ -297,9 +299,13 @@ def train(config, workdir, task, graphdef, encoder_params, tokenizer, label_name
             lengths=bucket_lengths(config.max_seq_length) if config.dynamic_padding else None),
         rng=rng_lib.run_key(config.seed, "train"),
         start_step=start_step,
-        num_steps=config.num_train_steps,
+        # A run that stopped early is finished: its rerun trains no further.
+        num_steps=start_step if stopped_early(records) else config.num_train_steps,
         summarize=summarize,
         evaluate=evaluate_state,
+        stop_early=patience_stopper(
+            task.metrics[0], config.early_stopping_patience,
+            [r.get(task.metrics[0]) for r in records if r["split"] == "eval"]),
         save=lambda step, state, metrics: checkpointer.save(step, state, {"batches": step}, metrics
                                                            ),
         writer=writer,
@@ -312,6 +318,29 @@ def train(config, workdir, task, graphdef, encoder_params, tokenizer, label_name
   finally:  # pending writes finish even when training stops on an error
     writer.close()
     checkpointer.close()
+
+
+def patience_stopper(metric, patience, history):
+  """``stop_early`` for ``trainer.train``: True once ``patience`` evaluations in a row brought
+  no better ``metric`` than the best before them (NaN, or null in metrics.jsonl, counts as
+  worst); ``history``: the scores of a resumed run's earlier evaluations. None when
+  ``patience`` is 0 (never stop early)."""
+  if not patience:
+    return None
+  worst_if_missing = lambda score: -math.inf if score is None or math.isnan(score) else score
+  scores = [worst_if_missing(score) for score in history]
+
+  def stop(metrics):
+    scores.append(worst_if_missing(metrics[metric]))
+    first_best = scores.index(max(scores))
+    return len(scores) - 1 - first_best >= patience
+
+  return stop
+
+
+def stopped_early(records):
+  """Whether a run's metrics records say it stopped early (``trainer.train``'s record)."""
+  return any(record.get("early_stopped") for record in records)
 
 
 def run(config, workdir):
@@ -338,8 +367,11 @@ def run(config, workdir):
   with workdir_lib.lock(workdir):
     train(config, workdir, task, graphdef, encoder_params, tokenizer, label_names,
           (train_rows, train_report), (dev_rows, dev_report), text_blind)
-  step, dev_metrics, _ = checkpoints(workdir, task)
-  print(f"Done: {config.num_train_steps} steps. Best dev {task.metrics[0]} at step {step} (the "
+  step, dev_metrics, latest = checkpoints(workdir, task)
+  early = (f" (stopped early: no better dev {task.metrics[0]} in "
+           f"{config.early_stopping_patience} evaluations)"
+           if latest < config.num_train_steps else "")
+  print(f"Done: {latest} steps{early}. Best dev {task.metrics[0]} at step {step} (the "
         "checkpoint predict uses): "
         f"{', '.join(f'{name}={value:.4f}' for name, value in dev_metrics.items())}. "
         f"Metrics: {workdir}/metrics.jsonl")

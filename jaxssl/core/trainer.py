@@ -61,10 +61,24 @@ def add_sums(total, sums):
   return sums if total is None else jax.tree.map(jnp.add, total, sums)
 
 
-def train(state, *, train_step: Callable, batches: Iterator, rng, start_step: int, num_steps: int,
-          summarize: Callable, evaluate: Callable, save: Callable, writer, schedule: Callable,
-          log_every: int, eval_every: int, checkpoint_every: int, description: str,
-          progress_metric: str):
+def train(state,
+          *,
+          train_step: Callable,
+          batches: Iterator,
+          rng,
+          start_step: int,
+          num_steps: int,
+          summarize: Callable,
+          evaluate: Callable,
+          save: Callable,
+          writer,
+          schedule: Callable,
+          log_every: int,
+          eval_every: int,
+          checkpoint_every: int,
+          description: str,
+          progress_metric: str,
+          stop_early: Callable | None = None):
   """Runs ``train_step`` from ``start_step`` to ``num_steps``; returns (state, last
   evaluation's metrics).
 
@@ -73,7 +87,9 @@ def train(state, *, train_step: Callable, batches: Iterator, rng, start_step: in
   (state, sums)``; ``summarize(sums, num_steps) -> metrics``; ``evaluate(state) -> metrics``;
   ``save(step, state, metrics)`` checkpoints every ``checkpoint_every`` steps and at the end,
   with the evaluation's metrics when one ran at that step (else None). SIGTERM or
-  SIGINT saves and raises ``Stopped``. A step whose loss or gradient norm is not finite stops
+  SIGINT saves and raises ``Stopped``. ``stop_early(metrics) -> bool``, if given, sees every
+  evaluation; True ends the run there, saved, with an ``{"early_stopped": true}`` train record.
+  A step whose loss or gradient norm is not finite stops
   the run at the next log, evaluation or checkpoint with ``NonFiniteError``, before anything
   non-finite is evaluated or saved.
   """
@@ -104,7 +120,7 @@ def train(state, *, train_step: Callable, batches: Iterator, rng, start_step: in
         # The window's summed gradient norm is finite only if every step's since the last log
         # was, and every step is in a window checked here.
         if (not math.isfinite(float(jax.device_get(window_sums["grad_norm"]))) or
-            (saving and not params_finite(state.params))):
+            ((saving or step % eval_every == 0) and not params_finite(state.params))):
           writer.write(step, "train", {"non_finite": True})
           kept = (f"checkpoint {last_saved}, the last finite one, is kept"
                   if last_saved else "no checkpoint was saved")
@@ -125,12 +141,17 @@ def train(state, *, train_step: Callable, batches: Iterator, rng, start_step: in
         window_sums, window_counts, window_steps = None, {}, 0
         window_start = time.perf_counter()
       evaluated = step % eval_every == 0 or step == num_steps
+      converged = False
       if evaluated:
         eval_metrics = evaluate(state)
         writer.write(step, "eval", eval_metrics)
-      if saving:
+        converged = stop_early is not None and stop_early(eval_metrics)
+      if saving or converged:
         save(step, state, eval_metrics if evaluated else None)
         last_saved = step
+      if converged:
+        writer.write(step, "train", {"early_stopped": True})
+        break
       if stopping:
         raise Stopped(f"Stopped by {stop.received} at step {step}; checkpoint saved. Rerun the "
                       "same command to resume.")
