@@ -4,14 +4,18 @@ table, and the training-loss curves of pretrained vs scratch encoders in one PNG
     python -m jaxssl.suite --workdir=/tmp/suite                  # minilm and scratch, all tasks
     python -m jaxssl.suite --workdir=/tmp/suite --tasks=sentiment --init_from=minilm,scratch
 
-Each (encoder, task) run is ``jaxssl.core.finetune.run`` with configs/bert_finetune.py and the small
-CPU budget of ``BUDGETS`` in ``WORKDIR/<init_from name>/<task>``; a finished run (its final
-evaluation in metrics.jsonl) is read back instead of run again, so an interrupted suite picks
-up where it stopped. Writes ``WORKDIR/suite.md`` (the table: every task metric with its
-text-blind baseline), ``WORKDIR/suite.json`` and ``WORKDIR/loss_curves.png``.
+Each (encoder, task, seed) run is ``jaxssl.core.finetune.run`` with configs/bert_finetune.py and
+the small CPU budget of ``BUDGETS`` in ``WORKDIR/<init_from name>/<task>`` (seed 0) or
+``<task>.seed<k>`` (``--seeds=N`` runs seeds 0..N-1: the seed draws the head, a scratch
+encoder, example order and dropout); a finished run (its final evaluation in metrics.jsonl) is
+read back instead of run again, and an unfinished one resumes, so an interrupted suite picks up
+where it stopped. Writes ``WORKDIR/suite.md`` (the table: every task metric, mean ± sd over
+the seeds, with its text-blind baseline), ``WORKDIR/suite.json`` (every seed's metrics) and
+``WORKDIR/loss_curves.png``.
 """
 
 import os
+import statistics
 
 from absl import flags
 from matplotlib import figure
@@ -55,6 +59,7 @@ def define_flags():
   flags.DEFINE_integer("num_train_steps", None,
                        "Steps of every run (default: each task's budget in BUDGETS).")
   flags.DEFINE_string("data_dir", None, "TFDS data dir (None: TFDS's default).")
+  flags.DEFINE_integer("seeds", 1, "Runs per (encoder, task), seeds 0..N-1: mean ± sd.")
   flags.mark_flags_as_required(["workdir"])
 
 
@@ -71,6 +76,11 @@ def run_name(init_from):
   return os.path.basename(os.path.normpath(init_from))
 
 
+def run_dir(workdir, init_from, task, seed):
+  """Where one run of the suite lives: ``<init_from name>/<task>``, ``<task>.seed<k>`` for k>0."""
+  return os.path.join(workdir, run_name(init_from), task + (f".seed{seed}" if seed else ""))
+
+
 def finished_metrics(workdir):
   """The final dev metrics of a finished run in ``workdir``, or None if it has not finished."""
   if not workdir_lib.has_metrics(workdir):
@@ -82,30 +92,42 @@ def finished_metrics(workdir):
   return {k: v for k, v in evaluations[-1].items() if k not in ("step", "split")}
 
 
-def run_suite(workdir, inits, tasks, **fields):
-  """{init name: {task: final dev metrics}}, running whatever has not finished yet."""
+def run_suite(workdir, inits, tasks, seeds=1, **fields):
+  """{init name: {task: [final dev metrics of each seed]}}, running whatever has not finished
+  yet."""
+  if seeds < 1:
+    raise ValueError(f"seeds={seeds} is out of range; set it >= 1.")
   for task in tasks:
     catalog.get_task(task)  # an unknown name fails before hours of work
   results = {}
   for init_from in inits:
     for task in tasks:
-      run_dir = os.path.join(workdir, run_name(init_from), task)
-      metrics = finished_metrics(run_dir)
-      if metrics is None:  # not run yet, or interrupted: this starts or resumes it
-        metrics = finetune.run(task_config(task, init_from, **fields), run_dir)
-      results.setdefault(run_name(init_from), {})[task] = metrics
+      for seed in range(seeds):
+        directory = run_dir(workdir, init_from, task, seed)
+        metrics = finished_metrics(directory)
+        if metrics is None:  # not run yet, or interrupted: this starts or resumes it
+          metrics = finetune.run(task_config(task, init_from, seed=seed, **fields), directory)
+        results.setdefault(run_name(init_from), {}).setdefault(task, []).append(metrics)
   return results
 
 
+def mean_and_sd(values):
+  """"0.8500" for one value, "0.8500 ± 0.0100" (sample standard deviation) for several."""
+  if len(values) == 1:
+    return f"{values[0]:.4f}"
+  return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
 def table(results, tasks):
-  """A Markdown table: a row per task metric, its text-blind baseline, a column per encoder."""
+  """A Markdown table: a row per task metric, its text-blind baseline, a column per encoder
+  (mean ± sd over the seeds when there are several)."""
   names = list(results)
   lines = [
       "| task | metric | baseline | " + " | ".join(names) + " |",
       "|---|---|---|" + "---|" * len(names),
   ]
   for task in tasks:
-    any_run = results[names[0]][task]
+    any_run = results[names[0]][task][0]  # baselines depend on the data, not the seed
     for metric in catalog.TASKS[task].metrics:
       baseline_name, baseline = next(
           ((name, value)
@@ -114,14 +136,15 @@ def table(results, tasks):
           ("mean prediction", None))
       baseline_text = (f"{baseline:.4f} ({baseline_name.rsplit('_' + metric, 1)[0]})"
                        if baseline is not None else "—")
-      scores = " | ".join(f"{results[name][task][metric]:.4f}" for name in names)
+      scores = " | ".join(
+          mean_and_sd([run[metric] for run in results[name][task]]) for name in names)
       lines.append(f"| {task} | {metric} | {baseline_text} | {scores} |")
   return "\n".join(lines)
 
 
 def plot_losses(workdir, results, tasks, path):
-  """Training loss per task, one panel each: scratch solid, every other encoder dashed; the
-  legend gives each run's final dev score on the task's first metric."""
+  """Training loss per task (seed 0), one panel each: scratch solid, every other encoder
+  dashed; the legend gives the final dev score on the task's first metric (mean over seeds)."""
   columns = min(3, len(tasks))
   rows = -(-len(tasks) // columns)
   fig = figure.Figure(figsize=(4.2 * columns, 3.2 * rows), layout="constrained")
@@ -130,12 +153,13 @@ def plot_losses(workdir, results, tasks, path):
     metric = catalog.TASKS[task].metrics[0]
     for name in results:
       records = [
-          r for r in metrics_lib.read_metrics(os.path.join(workdir, name, task))
+          r for r in metrics_lib.read_metrics(run_dir(workdir, name, task, 0))
           if r["split"] == "train"
       ]
+      score = statistics.mean(run[metric] for run in results[name][task])
       axis.plot([r["step"] for r in records], [r["loss"] for r in records],
                 "-" if name == "scratch" else "--",
-                label=f"{name} (dev {metric} {results[name][task][metric]:.3f})")
+                label=f"{name} (dev {metric} {score:.3f})")
     axis.set_title(task)
     axis.set_xlabel("step")
     axis.set_ylabel("training loss")
@@ -152,6 +176,7 @@ def main():
       workdir,
       flags.FLAGS.init_from,
       tasks,
+      seeds=flags.FLAGS.seeds,
       learning_rate=flags.FLAGS.learning_rate,
       data_dir=flags.FLAGS.data_dir,
       **steps)

@@ -54,6 +54,11 @@ def test_table_shows_every_metric_with_its_baseline():
           }
       } for task, metrics in results["minilm"].items()
   }
+  results = {
+      name: {
+          task: [metrics] for task, metrics in runs.items()
+      } for name, runs in results.items()
+  }
   lines = suite.table(results, ["sentiment", "rating", "qa"]).splitlines()
   assert lines[0] == "| task | metric | baseline | minilm | scratch |"
   assert lines[2] == "| sentiment | accuracy | 0.4700 (majority) | 0.8500 | 0.4250 |"
@@ -67,7 +72,7 @@ def test_finished_runs_are_read_back_and_unfinished_ones_resumed(tmp_path, monke
   dev = {"pearson": 0.5, "spearman": 0.4, "mean_prediction_mse": 3.0, "loss": 1.0}
   write_run(str(tmp_path / "minilm" / "rating"), [(10, 2.0), (20, 1.5)], dev, 20)
   results = suite.run_suite(str(tmp_path), ["minilm"], ["rating"], learning_rate=1e-4)
-  assert results == {"minilm": {"rating": dev}}  # read back: nothing trained
+  assert results == {"minilm": {"rating": [dev]}}  # read back: nothing trained
   write_run(str(tmp_path / "scratch" / "rating"), [(10, 2.0)], dev, 30, last_step=10)
   resumed = []
   monkeypatch.setattr(suite.finetune, "run", lambda config, workdir: resumed.append(
@@ -78,12 +83,31 @@ def test_finished_runs_are_read_back_and_unfinished_ones_resumed(tmp_path, monke
     suite.run_suite(str(tmp_path), ["minilm"], ["nope"])
 
 
+def test_seeds_run_apart_and_the_table_gives_mean_and_sd(tmp_path, monkeypatch):
+  runs = []
+
+  def fake_run(config, workdir):
+    runs.append((config.seed, workdir))
+    return {"pearson": 0.5 + 0.1 * config.seed, "spearman": 0.4}
+
+  monkeypatch.setattr(suite.finetune, "run", fake_run)
+  results = suite.run_suite(str(tmp_path), ["minilm"], ["rating"], seeds=3)
+  assert runs == [(0, str(tmp_path / "minilm" / "rating")),
+                  (1, str(tmp_path / "minilm" / "rating.seed1")),
+                  (2, str(tmp_path / "minilm" / "rating.seed2"))]
+  lines = suite.table(results, ["rating"]).splitlines()
+  assert lines[2] == "| rating | pearson | — | 0.6000 ± 0.1000 |"
+  assert lines[3] == "| rating | spearman | — | 0.4000 ± 0.0000 |"
+  with pytest.raises(ValueError, match="seeds=0 is out of range; set it >= 1"):
+    suite.run_suite(str(tmp_path), ["minilm"], ["rating"], seeds=0)
+
+
 def test_loss_curves_png(tmp_path):
   dev = {"accuracy": 0.8}
   results = {}
   for name, losses in (("minilm", [(10, 0.6), (20, 0.4)]), ("scratch", [(10, 0.7), (20, 0.69)])):
     write_run(str(tmp_path / name / "sentiment"), losses, dev, 20)
-    results[name] = {"sentiment": dev}
+    results[name] = {"sentiment": [dev]}
   path = str(tmp_path / "curves.png")
   suite.plot_losses(str(tmp_path), results, ["sentiment"], path)
   with open(path, "rb") as f:
@@ -101,7 +125,7 @@ def test_suite_fine_tunes_a_task_from_a_jaxssl_encoder(tiny_encoder, tfds_dir, t
       eval_split="validation[:32]",
       data_dir=tfds_dir)
   name = os.path.basename(tiny_encoder)
-  dev = results[name]["sentiment"]
+  [dev] = results[name]["sentiment"]
   assert {"accuracy", "f1", "matthews_corrcoef", "majority_accuracy"} <= set(dev)
   config = json.loads((tmp_path / name / "sentiment" / "config.json").read_text())
   assert config["learning_rate"] == 1e-3 and config["batch_size"] == suite.SHARED["batch_size"]
