@@ -8,6 +8,7 @@ from jaxssl import metrics as metrics_lib
 from jaxssl import predict
 from jaxssl.core import finetune
 from jaxssl.core import rng as rng_lib
+from jaxssl.core import steps
 from jaxssl.core.tasks import catalog
 from jaxssl.core.tasks import kinds
 from test_finetune import small_config
@@ -126,5 +127,22 @@ def test_early_stopping_ends_the_run_and_its_rerun_trains_no_further(tiny_encode
 def test_a_negative_patience_is_one_line_before_anything_is_written(tfds_dir, tmp_path):
   config = small_config(tfds_dir, early_stopping_patience=-1)
   with pytest.raises(ValueError, match="early_stopping_patience=-1 is out of range; set it >= 0"):
+    finetune.run(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def test_warmup_ratio_and_cosine_decay_shape_the_learning_rate(tfds_dir, tmp_path):
+  config = small_config(
+      tfds_dir, num_train_steps=100, learning_rate=1.0, warmup_ratio=0.1, final_lr_fraction=0.0)
+  schedules = {}
+  for decay in ("linear", "cosine"):
+    config.lr_decay = decay
+    schedules[decay] = steps.make_optimizer(config)[1]
+  for schedule in schedules.values():  # warm-up over 10% of the 100 steps, then the decay
+    assert [float(schedule(step)) for step in (5, 10, 100)] == pytest.approx([0.5, 1.0, 0.0])
+  assert float(schedules["linear"](32)) == pytest.approx(1 - 22 / 90)
+  assert float(schedules["cosine"](32)) == pytest.approx(0.5 * (1 + np.cos(np.pi * 22 / 90)))
+  config.lr_decay = "step"
+  with pytest.raises(ValueError, match="lr_decay='step' is not a schedule; use one of"):
     finetune.run(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()

@@ -23,17 +23,30 @@ class TrainState:
   opt_state: Any  # optax state mirroring ``params``
 
 
+# The shape of the learning rate after warm-up, from the peak to ``final_lr_fraction`` of it.
+DECAYS = {
+    "linear": lambda peak, steps, final: optax.linear_schedule(peak, peak * final, steps),
+    "cosine": lambda peak, steps, final: optax.cosine_decay_schedule(peak, steps, alpha=final),
+}
+
+
 def make_optimizer(config):
-  """AdamW with linear warm-up then linear decay (BERT's schedule) and global-norm clipping.
+  """AdamW with linear warm-up (``warmup_steps``, or ``warmup_ratio`` of the steps when > 0)
+  then ``lr_decay`` (BERT's: linear) to ``final_lr_fraction`` of the peak, and global-norm
+  clipping. Configs of workdirs written before ``lr_decay``/``warmup_ratio`` existed, and
+  benchmark namespaces without them, get linear decay and ``warmup_steps``.
 
   Weight decay skips biases and LayerNorm parameters: exactly the parameters with one axis.
   """
+  warmup_ratio = getattr(config, "warmup_ratio", 0.0)
+  warmup = round(warmup_ratio * config.num_train_steps) if warmup_ratio else config.warmup_steps
+  decay = DECAYS[getattr(config, "lr_decay", "linear")]
   schedule = optax.join_schedules([
-      optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps),
-      optax.linear_schedule(config.learning_rate, config.learning_rate * config.final_lr_fraction,
-                            max(config.num_train_steps - config.warmup_steps, 1)),
+      optax.linear_schedule(0.0, config.learning_rate, warmup),
+      decay(config.learning_rate, max(config.num_train_steps - warmup, 1),
+            config.final_lr_fraction),
   ],
-                                  boundaries=[config.warmup_steps])
+                                  boundaries=[warmup])
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
   return optax.chain(
       optax.clip_by_global_norm(config.max_grad_norm),

@@ -3,6 +3,8 @@ value is one error naming the field, the value and the range it must lie in."""
 
 import math
 
+from jaxssl.core import steps
+
 # field -> (lowest, highest, whether each bound is allowed): the fields any run config may hold.
 # A field a config does not have is not checked. model.* fields are given with their prefix.
 RANGES = {
@@ -20,6 +22,7 @@ RANGES = {
     "seed": (0, 2**31 - 1, True, True),
     "learning_rate": (0, math.inf, True, False),  # 0: weights stay (a checkpoint evaluated)
     "final_lr_fraction": (0, 1, True, True),
+    "warmup_ratio": (0, 1, True, False),
     "adam_b1": (0, 1, True, False),
     "adam_b2": (0, 1, True, False),
     "adam_eps": (0, math.inf, True, False),
@@ -72,3 +75,6 @@ def check_fields(config):
     value = _value(config, field)
     if value is not None and value not in DTYPES:
       raise ValueError(f"{field}={value!r} is not a supported dtype; use one of {DTYPES}.")
+  decay = _value(config, "lr_decay")
+  if decay is not None and decay not in steps.DECAYS:
+    raise ValueError(f"lr_decay={decay!r} is not a schedule; use one of {sorted(steps.DECAYS)}.")
