@@ -158,7 +158,7 @@ def time_case(family, fields, batch_size, length, predictions, num_steps):
     model = gpt.GPT(cfg, nnx.Rngs(0))
     batch = gpt_batch(rng, batch_size, length, cfg.vocab_size)
   graphdef, params = nnx.split(model, nnx.Param)
-  state = steps.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+  state = steps.fresh_state(params, optimizer)
   if family == "bert":
     train_step = bert_objective.make_train_step(graphdef, optimizer, options, special)
   else:

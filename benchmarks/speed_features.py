@@ -169,7 +169,7 @@ def train_step_case(family, shapes, fields=None, accumulation_steps=1, predictio
     graphdef, params = nnx.split(model, nnx.Param)
     step = gpt_objective.make_train_step(graphdef, optimizer, accumulation_steps)
     batch = gpt_batch(rng, shapes)
-  state = steps.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+  state = steps.fresh_state(params, optimizer)
   return step, (state, jax.device_put(batch), jax.random.key(0))
 
 

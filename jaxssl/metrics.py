@@ -14,16 +14,18 @@ from jaxssl import files
 
 class MetricWriter:
   """Appends to a run's records; on resume from ``start_step`` it first drops the records of
-  later steps, which the interrupted run logged but will be logged again. A run that starts at
-  step 0 starts them afresh."""
+  later steps, which the interrupted run logged but will be logged again (``kept``: the records
+  left, those of the steps up to ``start_step``). A run that starts at step 0 starts them
+  afresh."""
 
   def __init__(self, workdir, start_step=0):
     self.enabled = jax.process_index() == 0
+    self.kept = []
     if self.enabled:
       path = os.path.join(workdir, "metrics.jsonl")
-      kept = [r for r in read_metrics(workdir) if r["step"] <= start_step
-             ] if start_step and os.path.exists(path) else []
-      files.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+      self.kept = [r for r in read_metrics(workdir) if r["step"] <= start_step
+                  ] if start_step and os.path.exists(path) else []
+      files.write_text(path, "".join(json.dumps(r) + "\n" for r in self.kept))
       self.jsonl = open(path, "a", encoding="utf-8")
       # Imported here, not at the top: tensorboardX imports torch where it is installed (~2 s),
       # which only the commands that write metrics should pay.

@@ -24,7 +24,6 @@ import dataclasses
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import flags
 from flax import nnx
@@ -80,9 +79,8 @@ class Predictor:
                 lambda: head.init(jax.random.key(0), encoder_cfg.hidden_size, num_outputs)),
     }
     optimizer, _ = steps.make_optimizer(self.config)
-    abstract_state = jax.eval_shape(
-        lambda params: steps.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params)),
-        abstract_params)
+    abstract_state = jax.eval_shape(lambda params: steps.fresh_state(params, optimizer),
+                                    abstract_params)
     saved = finetune.checkpoints(workdir, self.task)
     self.step, state = trained.restore_on_one_device(workdir, abstract_state, saved.best_step)
     if (saved.latest_step < self.config.num_train_steps and

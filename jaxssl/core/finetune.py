@@ -260,7 +260,7 @@ def train(config, workdir, task, graphdef, encoder_params, tokenizer, label_name
               num_labels)
   }
   optimizer, schedule = steps.make_optimizer(config)
-  state = steps.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+  state = steps.fresh_state(params, optimizer)
   forward = make_forward(graphdef, kind.head, config.dropout_rate)
   train_step, eval_step = make_steps(forward, kind.head, optimizer)
 
@@ -276,7 +276,6 @@ def train(config, workdir, task, graphdef, encoder_params, tokenizer, label_name
   else:
     start_step = 0
   writer = metrics_lib.MetricWriter(workdir, start_step)
-  records = metrics_lib.read_metrics(workdir)  # those of the steps up to start_step
   try:
     if start_step == 0:
       writer.write(
@@ -300,12 +299,12 @@ def train(config, workdir, task, graphdef, encoder_params, tokenizer, label_name
         rng=rng_lib.run_key(config.seed, "train"),
         start_step=start_step,
         # A run that stopped early is finished: its rerun trains no further.
-        num_steps=start_step if stopped_early(records) else config.num_train_steps,
+        num_steps=start_step if stopped_early(writer.kept) else config.num_train_steps,
         summarize=summarize,
         evaluate=evaluate_state,
         stop_early=patience_stopper(
             task.metrics[0], config.early_stopping_patience,
-            [r.get(task.metrics[0]) for r in records if r["split"] == "eval"]),
+            [r.get(task.metrics[0]) for r in writer.kept if r["split"] == "eval"]),
         save=lambda step, state, metrics: checkpointer.save(step, state, {"batches": step}, metrics
                                                            ),
         writer=writer,

@@ -126,6 +126,11 @@ def with_grad_norm(metrics, sums, num_steps):
   return metrics
 
 
+def fresh_state(params, optimizer):
+  """The TrainState before the first update: step 0, ``params``, the optimizer's initial state."""
+  return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+
+
 def state_structure(objective, optimizer, seed):
   """(graphdef, init_state, abstract_state) of a run, with nothing materialised.
 
@@ -134,18 +139,16 @@ def state_structure(objective, optimizer, seed):
   ShapeDtypeStructs.
   """
 
-  def fresh_state(params):
-    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
-
   def make_model():
     return objective.make_model(nnx.Rngs(params=rng_lib.run_key(seed, "params")))
 
   def init_state():
-    return fresh_state(nnx.state(make_model(), nnx.Param))
+    return fresh_state(nnx.state(make_model(), nnx.Param), optimizer)
 
   # One abstract trace of the model (a 30-layer one takes seconds to trace), not one per output.
   model = nnx.eval_shape(make_model)
-  abstract_state = jax.eval_shape(fresh_state, nnx.state(model, nnx.Param))
+  abstract_state = jax.eval_shape(lambda params: fresh_state(params, optimizer),
+                                  nnx.state(model, nnx.Param))
   return nnx.graphdef(model), init_state, abstract_state
 
 
