@@ -37,6 +37,8 @@ def make_optimizer(config):
   benchmark namespaces without them, get linear decay and ``warmup_steps``.
 
   Weight decay skips biases and LayerNorm parameters: exactly the parameters with one axis.
+  ``layer_lr_decay`` < 1 (if the config has it) scales each parameter's update by
+  ``layer_scales``: the lower the layer, the smaller its learning rate.
   """
   warmup_ratio = getattr(config, "warmup_ratio", 0.0)
   warmup = round(warmup_ratio * config.num_train_steps) if warmup_ratio else config.warmup_steps
@@ -48,6 +50,11 @@ def make_optimizer(config):
   ],
                                   boundaries=[warmup])
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+  layer_lr_decay = getattr(config, "layer_lr_decay", 1.0)
+  by_layer = [] if layer_lr_decay == 1.0 else [
+      optax.stateless(lambda updates, params: jax.tree.map(jnp.multiply, updates,
+                                                           layer_scales(updates, layer_lr_decay)))
+  ]
   return optax.chain(
       optax.clip_by_global_norm(config.max_grad_norm),
       optax.adamw(
@@ -57,7 +64,34 @@ def make_optimizer(config):
           eps=config.adam_eps,
           weight_decay=config.weight_decay,
           mask=decay_mask),
+      *by_layer,
   ), schedule
+
+
+EMBEDDINGS = ("token_embed", "position_embed", "segment_embed", "embed_norm")
+
+
+def layer_scales(params, decay):
+  """Layer-wise learning-rate decay (ELECTRA's): a tree like ``params`` of ``decay ** (N + 1 -
+  depth)``, with depth 0 for the embeddings (``EMBEDDINGS``), i + 1 for transformer block i of
+  N (``blocks``), and N + 1, so scale 1, for everything else (heads, pooler)."""
+  names = lambda path: [
+      getattr(key, "key", getattr(key, "idx", getattr(key, "name", None))) for key in path
+  ]
+  blocks = [names(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+  num_layers = 1 + max((n[n.index("blocks") + 1] for n in blocks if "blocks" in n), default=-1)
+
+  def scale(path, _):
+    n = names(path)
+    if "blocks" in n:
+      depth = n[n.index("blocks") + 1] + 1
+    elif any(name in EMBEDDINGS for name in n):
+      depth = 0
+    else:
+      depth = num_layers + 1
+    return decay**(num_layers + 1 - depth)
+
+  return jax.tree_util.tree_map_with_path(scale, params)
 
 
 def make_train_step(loss_fn, optimizer, accumulation_steps=1, prepare=None):

@@ -23,6 +23,7 @@ RANGES = {
     "learning_rate": (0, math.inf, True, False),  # 0: weights stay (a checkpoint evaluated)
     "final_lr_fraction": (0, 1, True, True),
     "warmup_ratio": (0, 1, True, False),
+    "layer_lr_decay": (0, 1, False, True),
     "adam_b1": (0, 1, True, False),
     "adam_b2": (0, 1, True, False),
     "adam_eps": (0, math.inf, True, False),
