@@ -88,6 +88,43 @@ def encode_ids(tokenizer, ids_a: Sequence[int], ids_b: Sequence[int] | None,
   return _row(tokenizer, ids_a[:kept_a], ids_b, max_seq_length), num_cut
 
 
+def window_starts(num_tokens: int, window_length: int, stride: int) -> list[int]:
+  """Where the windows covering ``num_tokens`` tokens start: every ``stride`` tokens (a stride
+  longer than a window is shortened to the window, so no token is left out), the last window
+  ending with the last token; one window (start 0) when they all fit."""
+  if stride < 1:
+    raise ValueError(f"doc_stride={stride} does not advance; use >= 1.")
+  stride = min(stride, window_length)
+  starts = [0]
+  while starts[-1] + window_length < num_tokens:
+    starts.append(starts[-1] + stride)
+  return starts
+
+
+def windows_of_ids(tokenizer, ids_a: Sequence[int], ids_b: Sequence[int] | None,
+                   max_seq_length: int, stride: int) -> tuple[list[dict[str, np.ndarray]], int]:
+  """``encode_ids``' rows with no text cut: a text that does not fit becomes overlapping
+  windows, each its own [CLS] window [SEP] row, starting ``stride`` tokens apart; of a pair,
+  text A is kept whole if it fits in half the row (else cut to it, and counted) and text B is
+  windowed. Returns the rows and the number of tokens cut (of A only)."""
+  if ids_b is None:
+    _check_length(max_seq_length, 3)
+    length = max_seq_length - 2
+    return [
+        _row(tokenizer, ids_a[start:start + length], None, max_seq_length)
+        for start in window_starts(len(ids_a), length, stride)
+    ], 0
+  _check_length(max_seq_length, 5)
+  if len(ids_a) + len(ids_b) <= max_seq_length - 3:
+    return [_row(tokenizer, ids_a, ids_b, max_seq_length)], 0
+  kept_a = min(len(ids_a), (max_seq_length - 3) // 2)
+  length = max_seq_length - 3 - kept_a
+  return [
+      _row(tokenizer, ids_a[:kept_a], ids_b[start:start + length], max_seq_length)
+      for start in window_starts(len(ids_b), length, stride)
+  ], len(ids_a) - kept_a
+
+
 def align_word_labels(word_token_counts: Sequence[int], word_labels: Sequence[int],
                       max_seq_length: int) -> tuple[np.ndarray, int]:
   """Token labels for a [CLS] words [SEP] row whose words encode to ``word_token_counts`` tokens.
@@ -121,6 +158,33 @@ def encode_words(tokenizer, words: Sequence[str], word_labels: Sequence[int],
   return {**row, "labels": labels}, num_cut
 
 
+def words_windows(tokenizer, words: Sequence[str], word_labels: Sequence[int], max_seq_length: int,
+                  stride: int) -> list[dict[str, np.ndarray]]:
+  """``encode_words``' rows with no word cut: the words' tokens in overlapping windows of
+  ``max_seq_length - 2`` starting ``stride`` tokens apart, each its own row; a word is labelled
+  in every window that holds its first sub-token."""
+  if not words:
+    raise ValueError("words is empty; drop the example or give it at least one word.")
+  if len(words) != len(word_labels):
+    raise ValueError(f"{len(words)} words but {len(word_labels)} word_labels; give one label "
+                     "per word.")
+  _check_length(max_seq_length, 3)
+  word_ids = tokenizer.encode_batch(words)
+  ids = [i for word in word_ids for i in word]  # (T,)
+  counts = np.array([len(word) for word in word_ids], np.int64)  # (W,)
+  first_tokens = np.cumsum(counts) - counts  # (W,) each word's first token
+  labelled = counts > 0
+  length = max_seq_length - 2
+  rows = []
+  for start in window_starts(len(ids), length, stride):
+    row = _row(tokenizer, ids[start:start + length], None, max_seq_length)
+    inside = labelled & (first_tokens >= start) & (first_tokens < start + length)
+    labels = np.full(max_seq_length, IGNORED_LABEL, np.int32)
+    labels[1 + first_tokens[inside] - start] = np.asarray(word_labels)[inside]
+    rows.append({**row, "labels": labels})
+  return rows
+
+
 def qa_windows(question_ids: Sequence[int],
                context_ids: Sequence[int],
                context_offsets: Offsets,
@@ -146,8 +210,6 @@ def qa_windows(question_ids: Sequence[int],
   if len(context_ids) != len(context_offsets):
     raise ValueError(f"{len(context_ids)} context ids but {len(context_offsets)} offsets; give "
                      "one (start, end) per token.")
-  if doc_stride < 1:
-    raise ValueError(f"doc_stride={doc_stride} does not advance; use >= 1.")
   question_ids = list(question_ids[:max_question_length])
   window_length = max_seq_length - len(question_ids) - 3
   if window_length < 1:
@@ -155,8 +217,7 @@ def qa_windows(question_ids: Sequence[int],
                      f"{len(question_ids)}-token question; raise it or lower max_question_length.")
   first_context_position = len(question_ids) + 2
   features = []
-  start = 0
-  while True:
+  for start in window_starts(len(context_ids), window_length, doc_stride):
     end = min(start + window_length, len(context_ids))
     input_ids = [cls_id, *question_ids, sep_id, *context_ids[start:end], sep_id]
     padding = max_seq_length - len(input_ids)
@@ -172,9 +233,7 @@ def qa_windows(question_ids: Sequence[int],
         "token_char_spans":
             spans + [None] * (max_seq_length - len(spans)),
     })
-    if end == len(context_ids):
-      return features
-    start += min(doc_stride, window_length)
+  return features
 
 
 def answer_positions(feature: dict, context: str, answer_start: int,

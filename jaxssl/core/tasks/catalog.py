@@ -116,6 +116,7 @@ def encode(task,
            with_targets=True,
            doc_stride=64,
            max_question_length=64,
+           sliding_windows=False,
            where="examples"):
   """``Rows`` of ``examples`` (dicts of features); ``with_targets`` False for prediction, where
   there are no labels. ``num_labels``: the label set's size for class labels, which are checked;
@@ -127,7 +128,8 @@ def encode(task,
     raise ValueError(f"{where} examples have no {missing[0]!r} feature (they have "
                      f"{sorted(examples[0])}); the {task.kind} task reads {list(needed)}: choose "
                      "a dataset with those features.")
-  options = kinds.EncodeOptions(max_seq_length, with_targets, doc_stride, max_question_length)
+  options = kinds.EncodeOptions(max_seq_length, with_targets, doc_stride, max_question_length,
+                                sliding_windows)
   skipped = collections.Counter()
   kept, rows, truncated = [], [], 0
   side = {key: [] for key in kind.side_keys}

@@ -41,8 +41,11 @@ class Skip(Exception):
 class EncodeOptions:
   max_seq_length: int
   with_targets: bool  # False for prediction, where examples have no labels
-  doc_stride: int = 64  # question answering: tokens between window starts
+  doc_stride: int = 64  # tokens between window starts (QA; the others with sliding_windows)
   max_question_length: int = 64  # question answering: question tokens kept
+  # Texts (word lists) longer than a row become overlapping windows instead of being cut; QA
+  # contexts always do.
+  sliding_windows: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +77,8 @@ class TaskKind:
   decode: Callable
   # (fields, values) -> the feature values of a prediction record read at ``fields``.
   record_values: Callable = lambda fields, values: values
+  # The head's outputs have a token axis (B, L, ...), as tagging's logits and QA's span logits.
+  token_outputs: bool = False
 
 
 # --- Sequence (or pair) -> class / value, from [CLS].
@@ -84,11 +89,33 @@ def _encode_texts(task, tokenizer, example, options):
   ids = [tokenizer.encode(text) if text.strip() else [] for text in texts]
   if not all(ids):
     raise Skip("empty text")
-  row, cut = finetuning.encode_ids(tokenizer, ids[0], ids[1] if len(ids) > 1 else None,
-                                   options.max_seq_length)
+  ids_b = ids[1] if len(ids) > 1 else None
+  if options.sliding_windows:
+    rows, cut = finetuning.windows_of_ids(tokenizer, ids[0], ids_b, options.max_seq_length,
+                                          options.doc_stride)
+  else:
+    row, cut = finetuning.encode_ids(tokenizer, ids[0], ids_b, options.max_seq_length)
+    rows = [row]
   if options.with_targets:
-    row["labels"] = example[task.label_key]
-  return [row], cut
+    for row in rows:
+      row["labels"] = example[task.label_key]
+  return rows, cut
+
+
+def example_means(rows, outputs):
+  """(N, ...) the mean of each example's rows' outputs (R, ...): one row's outputs, or the
+  average over a long text's windows."""
+  outputs = np.asarray(outputs, np.float64)
+  totals = np.zeros((len(rows.examples),) + outputs.shape[1:])
+  np.add.at(totals, rows.example_of_row, outputs)
+  counts = np.bincount(rows.example_of_row, minlength=len(rows.examples))
+  return totals / counts.reshape((-1,) + (1,) * (outputs.ndim - 1))
+
+
+def example_labels(rows):
+  """(N,) each example's label (its first row's: all its windows share it)."""
+  first_rows = np.searchsorted(rows.example_of_row, np.arange(len(rows.examples)))
+  return rows.arrays["labels"][first_rows]
 
 
 def _text_fields(task, record):
@@ -109,8 +136,8 @@ def _majority_baseline(task, train_labels, dev_labels):
 
 
 def _decode_classes(task, rows, outputs, label_names, options):
-  del task, rows, options
-  probabilities = np.asarray(jax.nn.softmax(outputs, axis=-1))  # (N, C)
+  del task, options
+  probabilities = np.asarray(jax.nn.softmax(example_means(rows, outputs), axis=-1))  # (N, C)
   return [{
       "label": label_names[int(np.argmax(p))],
       "probabilities": dict(zip(label_names, map(float, p)))
@@ -122,10 +149,9 @@ CLASSIFICATION = TaskKind(
     num_outputs=None,
     encode_example=_encode_texts,
     side_keys=(),
-    score=lambda task, rows, outputs, options: _metric_scores(task, rows.arrays["labels"],
-                                                              np.argmax(outputs, axis=-1)),
-    baseline=lambda task, train, dev: _majority_baseline(
-        task, *(rows.arrays["labels"] for rows in (train, dev))),
+    score=lambda task, rows, outputs, options: _metric_scores(
+        task, example_labels(rows), np.argmax(example_means(rows, outputs), axis=-1)),
+    baseline=lambda task, train, dev: _majority_baseline(task, *map(example_labels, (train, dev))),
     record_fields=_text_fields,
     decode=_decode_classes)
 
@@ -133,17 +159,17 @@ CLASSIFICATION = TaskKind(
 def _encode_value(task, tokenizer, example, options):
   rows, cut = _encode_texts(task, tokenizer, example, options)
   if options.with_targets:
-    rows[0]["labels"] = np.float32(rows[0]["labels"])
+    for row in rows:
+      row["labels"] = np.float32(row["labels"])
   return rows, cut
 
 
 def _mean_prediction_baseline(task, train_rows, dev_rows):
   """Always the mean training label, whose correlations are undefined: its mean squared error."""
   del task
-  dev_labels = dev_rows.arrays["labels"]
   return {
       "mean_prediction_mse":
-          float(np.mean(np.square(dev_labels - train_rows.arrays["labels"].mean())))
+          float(np.mean(np.square(example_labels(dev_rows) - example_labels(train_rows).mean())))
   }
 
 
@@ -152,12 +178,13 @@ REGRESSION = TaskKind(
     num_outputs=1,
     encode_example=_encode_value,
     side_keys=(),
-    score=lambda task, rows, outputs, options: _metric_scores(task, rows.arrays["labels"], outputs),
+    score=lambda task, rows, outputs, options: _metric_scores(task, example_labels(rows),
+                                                              example_means(rows, outputs)),
     baseline=_mean_prediction_baseline,
     record_fields=_text_fields,
     decode=lambda task, rows, outputs, label_names, options: [{
         "score": float(value)
-    } for value in outputs])
+    } for value in example_means(rows, outputs)])
 
 # --- Words -> a tag per word, read at each word's first sub-token.
 
@@ -167,30 +194,58 @@ def _encode_words(task, tokenizer, example, options):
   if not words:
     raise Skip("no words")
   # The words' own indices as labels give the word at each first sub-token.
-  row, num_cut = finetuning.encode_words(tokenizer, words, np.arange(len(words)),
-                                         options.max_seq_length)
-  row["word_index"] = np.maximum(row.pop("labels"), -1)  # (L,)
+  if options.sliding_windows:
+    rows = finetuning.words_windows(tokenizer, words, np.arange(len(words)), options.max_seq_length,
+                                    options.doc_stride)
+    num_cut = 0
+  else:
+    row, num_cut = finetuning.encode_words(tokenizer, words, np.arange(len(words)),
+                                           options.max_seq_length)
+    rows = [row]
   if options.with_targets:
     tags = np.asarray(example[task.label_key], np.int32)  # (W,)
     if len(tags) != len(words):
       raise ValueError(f"{len(words)} words but {len(tags)} tags in example {example.get('id')!r}; "
                        "give one tag per word.")
-    has_word = row["word_index"] >= 0
-    row["labels"] = np.where(has_word, tags[np.maximum(row["word_index"], 0)],
-                             finetuning.IGNORED_LABEL).astype(np.int32)  # (L,)
-  return [row], num_cut
+  for row in rows:
+    row["word_index"] = np.maximum(row.pop("labels"), -1)  # (L,)
+    if options.with_targets:
+      has_word = row["word_index"] >= 0
+      row["labels"] = np.where(has_word, tags[np.maximum(row["word_index"], 0)],
+                               finetuning.IGNORED_LABEL).astype(np.int32)  # (L,)
+  return rows, num_cut
 
 
-def _word_tags(rows):
-  """(words,) tags of the words that fit, flattened."""
-  labels = rows.arrays["labels"]
-  return labels[labels >= 0]
+def word_tag_ids(task, rows, outputs):
+  """Per example, (W,) the predicted tag id of each word, -1 for a word no row holds (cut). A
+  word in several overlapping windows takes the window where it has the most context, the most
+  tokens on its nearer side (BERT's run_squad rule for overlapping windows)."""
+  tag_ids = np.argmax(outputs, axis=-1)  # (R, L)
+  num_tokens = rows.arrays["attention_mask"].sum(axis=1) - 2  # (R,) tokens between [CLS], [SEP]
+  predictions = [np.full(len(example[task.text_keys[0]]), -1) for example in rows.examples]
+  context = [np.full(len(words), -1) for words in predictions]
+  for row, example in enumerate(rows.example_of_row):
+    positions = np.flatnonzero(rows.side["word_index"][row] >= 0)  # (K,)
+    words = rows.side["word_index"][row][positions]  # (K,)
+    tokens_before = positions - 1
+    row_context = np.minimum(tokens_before, num_tokens[row] - 1 - tokens_before)  # (K,)
+    better = row_context > context[example][words]
+    context[example][words[better]] = row_context[better]
+    predictions[example][words[better]] = tag_ids[row, positions[better]]
+  return predictions
+
+
+def _all_tags(task, rows):
+  """(words,) the tags of every word of the rows' examples."""
+  return np.concatenate([np.asarray(example[task.label_key]) for example in rows.examples])
 
 
 def _score_tags(task, rows, outputs, options):
+  """The metrics over the words a row holds (every word, with sliding windows)."""
   del options
-  predictions = np.argmax(outputs, axis=-1)[rows.arrays["labels"] >= 0]
-  return _metric_scores(task, _word_tags(rows), predictions)
+  predictions = np.concatenate(word_tag_ids(task, rows, outputs))  # (words,)
+  held = predictions >= 0
+  return _metric_scores(task, _all_tags(task, rows)[held], predictions[held])
 
 
 def _word_fields(task, record):
@@ -200,15 +255,10 @@ def _word_fields(task, record):
 
 def _decode_tags(task, rows, outputs, label_names, options):
   del options
-  tag_ids = np.argmax(outputs, axis=-1)  # (N, L)
-  predictions = []
-  for example, word_index, row_tags in zip(rows.examples, rows.side["word_index"], tag_ids):
-    words = list(example[task.text_keys[0]])
-    tags = [None] * len(words)
-    for position in np.flatnonzero(word_index >= 0):
-      tags[word_index[position]] = label_names[row_tags[position]]
-    predictions.append({"words": words, "tags": tags})
-  return predictions
+  return [{
+      "words": list(example[task.text_keys[0]]),
+      "tags": [label_names[tag] if tag >= 0 else None for tag in tags]
+  } for example, tags in zip(rows.examples, word_tag_ids(task, rows, outputs))]
 
 
 TOKEN_CLASSIFICATION = TaskKind(
@@ -217,9 +267,11 @@ TOKEN_CLASSIFICATION = TaskKind(
     encode_example=_encode_words,
     side_keys=("word_index",),
     score=_score_tags,
-    baseline=lambda task, train, dev: _majority_baseline(task, _word_tags(train), _word_tags(dev)),
+    baseline=lambda task, train, dev: _majority_baseline(task, _all_tags(task, train),
+                                                         _all_tags(task, dev)),
     record_fields=_word_fields,
     decode=_decode_tags,
+    token_outputs=True,
     # {"text": ...} is split at whitespace into the words.
     record_values=lambda fields, values: [values[0].split()] if fields == ("text",) else values)
 
@@ -289,7 +341,8 @@ QUESTION_ANSWERING = TaskKind(
         "answer": text,
         "start": start,
         "end": end
-    } for text, start, end in answer_spans(task, rows, outputs, options)])
+    } for text, start, end in answer_spans(task, rows, outputs, options)],
+    token_outputs=True)
 
 KINDS = {
     "classification": CLASSIFICATION,
