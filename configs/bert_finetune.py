@@ -20,15 +20,52 @@ over half an hour there; for a quick run add e.g. --config.train_split=train[:51
 --config.num_train_steps=30 --config.batch_size=16 --config.max_seq_length=48, or run the
 whole offline suite with small budgets: python -m jaxssl.suite.
 Every field can also be set on the command line: ``--config.init_from=scratch``.
+
+``recipe=full`` (e.g. ``configs/bert_finetune.py:task=pos,recipe=full``) takes the task's
+fields from ``RECIPES``: the budget the README's fine-tuning results table was made with, each
+run a few minutes to about a quarter of an hour on 2 CPU cores with MiniLM.
 """
 
 import ml_collections
 
 from jaxssl.configs import common
 
+# Shared by every full recipe: MiniLM's fine-tuning rate, 10% warm-up, batches of similar
+# length, one evaluation (the whole dev split) at the end, so the reported score is the last
+# step's and no checkpoint is chosen on the dev split it is reported on.
+_FULL = dict(batch_size=32, learning_rate=1e-4, warmup_ratio=0.1, group_by_length=True)
+# task -> the fields of its full recipe; num_train_steps * batch_size / train rows = epochs.
+RECIPES = {
+    "sentiment":
+        dict(_FULL, max_seq_length=128, num_train_steps=460),  # 2 epochs of 7,339
+    "rating":
+        dict(_FULL, max_seq_length=128, num_train_steps=460),  # 2 epochs of 7,339
+    "sentiment_zh":
+        dict(_FULL, max_seq_length=128, num_train_steps=435),  # 1 epoch of 13,891
+    # 1 epoch of the first 9,600 of 49,604 pairs.
+    "paraphrase":
+        dict(_FULL, train_split="train[:9600]", max_seq_length=128, num_train_steps=300),
+    # 1 epoch of the first 12,800 of 44,876 sentences.
+    "pos":
+        dict(_FULL, train_split="train[:12800]", max_seq_length=128, num_train_steps=400),
+    # 1 epoch of the first 3,200 of 6,859 questions, one 256-token window for most contexts.
+    "qa":
+        dict(
+            _FULL,
+            train_split="train[:3200]",
+            max_seq_length=256,
+            doc_stride=128,
+            num_train_steps=100),
+}
+
 
 def get_config(arg=None):
-  task = common.parse_arg(arg, task="sentiment")["task"]
+  options = common.parse_arg(arg, task="sentiment", recipe="")
+  task, recipe = options["task"], options["recipe"]
+  if recipe not in ("", "full"):
+    raise ValueError(f"recipe={recipe!r} is not a recipe; use recipe=full or leave it out.")
+  if recipe and task not in RECIPES:
+    raise ValueError(f"task={task!r} has no full recipe; use one of {sorted(RECIPES)}.")
   config = ml_collections.ConfigDict()
 
   config.objective = "finetune"  # Dispatches jaxssl.main to jaxssl.core.finetune.run.
@@ -49,13 +86,26 @@ def get_config(arg=None):
   config.dataset = ""
   config.train_split = "train"  # TFDS split to train on; may be sliced, e.g. "train[:512]".
   config.eval_split = ""  # TFDS split to evaluate on ("": the task's dev split, "validation").
-  config.max_seq_length = 128  # Tokens per example, [CLS] A [SEP] (B [SEP]); longer texts are cut.
-  # Pad each training batch only to the bucket (16, 32, 64, ... max_seq_length) its longest row
-  # needs, rather than to max_seq_length: the same loss, less compute on short texts.
+  config.max_seq_length = 128  # Tokens per row: [CLS] A [SEP] (B [SEP]), padding included.
+  # A text (or tagged word list) longer than a row becomes overlapping windows of it, each a row
+  # labelled as the example, starting doc_stride tokens apart; predictions average the windows'
+  # outputs (tags: each word from the window where it has the most context). Of a pair, text A
+  # is kept whole if it fits in half a row (else cut, and counted) and B is windowed. False: long
+  # texts are cut at max_seq_length (counted as "cut" in the run's data record).
+  config.sliding_windows = True
+  # Pad each training batch only to the bucket (16, 24, 32, 48, 64, ... max_seq_length) its
+  # longest row needs, rather than to max_seq_length: the same loss, less compute on short texts.
+  # (Evaluation and prediction always do.)
   config.dynamic_padding = True
+  # Fill batches with rows of similar length (sorted within runs of 50 batches), so dynamic
+  # padding wastes little (Hugging Face's group_by_length).
+  config.group_by_length = False
 
-  # Extractive QA (task=qa, squad): a long context becomes overlapping windows.
-  config.doc_stride = 64  # Tokens between the starts of consecutive windows of one context.
+  # Tokens between the starts of consecutive windows of one text; a stride longer than a window
+  # is shortened to it, so no text is skipped. QA contexts are always windowed.
+  config.doc_stride = 64
+
+  # Extractive QA (task=qa, squad).
   config.max_question_length = 64  # Question tokens kept (the rest are cut and counted).
   config.n_best = 20  # Candidate spans kept per window when decoding an answer.
   config.max_answer_length = 30  # Longest answer in tokens.
@@ -66,6 +116,9 @@ def get_config(arg=None):
 
   # Optimisation (BERT's fine-tuning recipe: AdamW, linear warm-up then decay to 0).
   config.batch_size = 32  # Examples per update (one device).
+  # Micro-batches per update (a divisor of batch_size): the gradients of their mean losses are
+  # averaged, so only a micro-batch's activations are held at a time.
+  config.grad_accumulation_steps = 1
   config.num_train_steps = 300  # Optimizer updates (about one epoch of movie reviews at 32).
   # Peak learning rate: 2e-5..5e-5 suits a pretrained encoder; a scratch encoder learns faster
   # with about 1e-4..5e-4 (and still trails a pretrained one).
@@ -75,6 +128,9 @@ def get_config(arg=None):
   config.lr_decay = "linear"  # After warm-up: "linear" (BERT) or "cosine" to that fraction.
   config.warmup_ratio = 0.0  # > 0: warm up for this fraction of num_train_steps instead.
   config.weight_decay = 0.01  # AdamW decay (not on biases and LayerNorm).
+  # < 1: layer-wise learning-rate decay, the top block's rate times this, each block below it
+  # times this again, the embeddings last (the head keeps the full rate).
+  config.layer_lr_decay = 1.0
   config.adam_b1 = 0.9  # AdamW first-moment decay.
   config.adam_b2 = 0.999  # AdamW second-moment decay.
   config.adam_eps = 1e-6  # AdamW epsilon.
@@ -93,4 +149,8 @@ def get_config(arg=None):
   # The latest checkpoints kept (2: an older one if the latest is damaged). The checkpoint with the
   # best dev score on the task's first metric is kept besides: it is what predict loads.
   config.keep_checkpoints = 1
+  if recipe:
+    config.update(RECIPES[task])
+    config.eval_every = config.num_train_steps
+    config.checkpoint_every = config.num_train_steps // 4
   return config

@@ -129,6 +129,7 @@ class Predictor:
         self.config.max_seq_length,
         with_targets=False,
         doc_stride=self.config.doc_stride,
+        sliding_windows=self.config.get("sliding_windows", False),
         max_question_length=self.config.max_question_length,
         where=where)
     if rows.skipped:  # every record was checked above, so only text without a token lands here
@@ -137,7 +138,7 @@ class Predictor:
     with tqdm(
         total=len(rows.example_of_row), desc="predict", unit="row", disable=not progress) as bar:
       outputs, _ = finetune.run_model(self.predict_step, self.params, rows.arrays, self.batch_size,
-                                      bar)
+                                      bar, self.kind.token_outputs)
     predictions = self.kind.decode(self.task, rows, outputs, self.label_names, self.decode_options)
     for record, prediction in zip(records, predictions):
       if "id" in record:
@@ -167,9 +168,15 @@ class Predictor:
         self.config.max_seq_length,
         num_labels=len(self.label_names) if self.label_names is not None else None,
         doc_stride=self.config.doc_stride,
+        sliding_windows=self.config.get("sliding_windows", False),
         max_question_length=self.config.max_question_length,
         where=f"{dataset} {split}")
-    outputs, _ = finetune.run_model(self.predict_step, self.params, rows.arrays, self.batch_size)
+    outputs, _ = finetune.run_model(
+        self.predict_step,
+        self.params,
+        rows.arrays,
+        self.batch_size,
+        token_outputs=self.kind.token_outputs)
     return self.kind.score(task, rows, outputs, self.decode_options)
 
 

@@ -146,3 +146,114 @@ def test_warmup_ratio_and_cosine_decay_shape_the_learning_rate(tfds_dir, tmp_pat
   with pytest.raises(ValueError, match="lr_decay='step' is not a schedule; use one of"):
     finetune.run(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
+
+
+def test_length_grouped_batches_hold_similar_lengths_and_cover_every_row():
+  lengths = np.random.default_rng(0).integers(3, 120, size=800)  # (R,)
+  grouped = finetune.train_indices(800, 16, seed=0, row_lengths=lengths, group_batches=10)
+  plain = finetune.train_indices(800, 16, seed=0)
+  epoch = [next(grouped) for _ in range(50)]  # 50 batches of 16: one pass over the 800 rows
+  assert sorted(np.concatenate(epoch).tolist()) == list(range(800))
+  spread = lambda batches: np.mean([np.ptp(lengths[b]) for b in batches])
+  assert spread(epoch) < spread([next(plain) for _ in range(50)]) / 4
+
+
+def test_evaluation_pads_each_batch_to_its_bucket_and_gives_the_full_padding_outputs(
+    tiny_encoder, tfds_dir):
+  config = small_config(tfds_dir, "pos", init_from=tiny_encoder, max_seq_length=64)
+  task = catalog.get_task("pos")
+  kind = kinds.get(task.kind)
+  graphdef, encoder_params, tokenizer = finetune.load_encoder(config)
+  rows, _ = finetune.encode_split(config, task, tokenizer, "validation[:40]", 12)
+  hidden = finetune.nnx.merge(graphdef, encoder_params).cfg.hidden_size
+  params = {
+      "encoder": encoder_params,
+      "head": kind.head.init(rng_lib.run_key(0, "head"), hidden, 12)
+  }
+  seen = []
+
+  def step(params, batch):
+    seen.append(batch["input_ids"].shape[1])
+    return forward(params, batch, None), {"weight": np.float32(1)}
+
+  forward = finetune.make_forward(graphdef, kind.head, 0.0)
+  outputs, _ = finetune.run_model(step, params, rows.arrays, 8, token_outputs=True)
+  assert max(seen) == 64 and min(seen) < 64  # shortest rows first, each batch to its bucket
+  full = np.asarray(forward(params, {**rows.arrays, "example_weights": np.ones(40)}, None))
+  assert outputs.shape == full.shape
+  real = rows.arrays["attention_mask"] > 0
+  np.testing.assert_allclose(outputs[real], full[real], atol=1e-4)
+
+
+def test_gradient_accumulation_makes_the_whole_batchs_update(tiny_encoder, tfds_dir):
+  config = small_config(
+      tfds_dir,
+      init_from=tiny_encoder,
+      max_seq_length=32,
+      dropout_rate=0.0,
+      attention_dropout_rate=0.0)
+  task = catalog.get_task("sentiment")
+  kind = kinds.get(task.kind)
+  graphdef, encoder_params, tokenizer = finetune.load_encoder(config)
+  rows, _ = finetune.encode_split(config, task, tokenizer, "train[:16]", 2)
+  batch = {key: value[:16] for key, value in rows.arrays.items()}
+  batch["example_weights"] = np.ones(16, np.float32)
+  hidden = finetune.nnx.merge(graphdef, encoder_params).cfg.hidden_size
+  params = {
+      "encoder": encoder_params,
+      "head": kind.head.init(rng_lib.run_key(0, "head"), hidden, 2)
+  }
+  optimizer, _ = steps.make_optimizer(config)
+  forward = finetune.make_forward(graphdef, kind.head, 0.0)
+  updated = []
+  for accumulation in (1, 4):
+    train_step, _ = finetune.make_steps(forward, kind.head, optimizer, accumulation)
+    fresh = steps.fresh_state(finetune.jax.tree.map(np.array, params), optimizer)  # a copy: donated
+    state, _ = train_step(fresh, batch, rng_lib.run_key(0, "train"))
+    updated.append(finetune.jax.tree.leaves(state.params))
+  for one, accumulated in zip(*updated):
+    np.testing.assert_allclose(one, accumulated, atol=2e-6)
+
+
+def test_layer_wise_decay_scales_each_layers_update():
+  params = {
+      "encoder": {
+          "token_embed": {
+              "embedding": np.ones((4, 2))
+          },
+          "blocks": [{
+              "mlp": {
+                  "kernel": np.ones((2, 2))
+              }
+          }, {
+              "mlp": {
+                  "kernel": np.ones((2, 2))
+              }
+          }]
+      },
+      "head": {
+          "kernel": np.ones((2, 2))
+      }
+  }
+  scales = steps.layer_scales(params, 0.5)
+  assert scales["head"]["kernel"] == 1.0
+  assert [block["mlp"]["kernel"] for block in scales["encoder"]["blocks"]] == [0.25, 0.5]
+  assert scales["encoder"]["token_embed"]["embedding"] == 0.125
+  config = type(
+      "Config", (),
+      dict(
+          num_train_steps=10,
+          warmup_steps=0,
+          learning_rate=0.1,
+          final_lr_fraction=1.0,
+          weight_decay=0.0,
+          adam_b1=0.9,
+          adam_b2=0.999,
+          adam_eps=1e-8,
+          max_grad_norm=1e9,
+          layer_lr_decay=0.5))
+  optimizer, _ = steps.make_optimizer(config)
+  grads = finetune.jax.tree.map(np.ones_like, params)
+  updates, _ = optimizer.update(grads, optimizer.init(params), params)
+  np.testing.assert_allclose(updates["encoder"]["blocks"][0]["mlp"]["kernel"], -0.025, rtol=1e-4)
+  np.testing.assert_allclose(updates["head"]["kernel"], -0.1, rtol=1e-4)

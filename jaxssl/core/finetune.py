@@ -85,9 +85,11 @@ def make_forward(graphdef, head, dropout_rate):
   return forward
 
 
-def make_steps(forward, head, optimizer):
+def make_steps(forward, head, optimizer, accumulation_steps=1):
   """The jitted ``train_step(state, batch, rng) -> (state, sums)`` and ``eval_step(params,
-  batch) -> (outputs, sums)``; sums hold ``loss``, maybe ``accuracy``, and their ``weight``."""
+  batch) -> (outputs, sums)``; sums hold ``loss``, maybe ``accuracy``, and their ``weight``.
+  With ``accumulation_steps`` k > 1 a batch is k micro-batches whose mean losses' gradients
+  are averaged into one update (as Hugging Face's gradient accumulation)."""
 
   def sums_of(outputs, batch):
     sums, weight = head.loss(outputs, batch)
@@ -95,13 +97,13 @@ def make_steps(forward, head, optimizer):
 
   def loss_fn(params, batch, rng):
     sums = sums_of(forward(params, batch, rng), batch)
-    return sums["loss"] / jnp.maximum(sums["weight"], 1.0), sums
+    return sums["loss"] / jnp.maximum(sums["weight"], 1.0) / accumulation_steps, sums
 
   def eval_step(params, batch):
     outputs = forward(params, batch, None)
     return outputs, sums_of(outputs, batch)
 
-  train_step = steps.make_train_step(loss_fn, optimizer)
+  train_step = steps.make_train_step(loss_fn, optimizer, accumulation_steps)
   return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
 
 
@@ -117,45 +119,81 @@ def summarize(sums, num_steps):
   return steps.with_grad_norm(means, sums, num_steps)
 
 
-def train_indices(num_rows, batch_size, seed):
+def train_indices(num_rows, batch_size, seed, row_lengths=None, group_batches=50):
   """Endless (batch_size,) row index batches, each epoch a fresh permutation; a batch may span
-  two epochs, so no row is ever dropped."""
+  two epochs, so no row is ever dropped. With ``row_lengths`` (R,), length-grouped sampling:
+  each run of ``group_batches`` batches of the permutation is sorted by row length and cut into
+  batches, whose order is then shuffled, so a batch holds rows of similar length and dynamic
+  padding wastes little on it (Hugging Face's ``group_by_length``)."""
   rng = np.random.default_rng(seed)
+  group = batch_size * (group_batches if row_lengths is not None else 1)
   pending = np.zeros(0, np.int64)
   while True:
-    while len(pending) < batch_size:
+    while len(pending) < group:
       pending = np.concatenate([pending, rng.permutation(num_rows)])
-    yield pending[:batch_size]
-    pending = pending[batch_size:]
+    taken, pending = pending[:group], pending[group:]
+    if row_lengths is None:
+      yield taken
+      continue
+    batches = taken[np.argsort(row_lengths[taken], kind="stable")].reshape(-1, batch_size)
+    yield from batches[rng.permutation(len(batches))]
 
 
-def eval_batches(arrays, batch_size):
-  """Fixed-size batches over every row in order; the last is padded with weight-0 rows."""
+def row_lengths(arrays):
+  """(R,) real tokens of each row."""
+  return arrays["attention_mask"].sum(axis=1)
+
+
+def eval_batches(arrays, batch_size, lengths=None):
+  """``(rows, batch)`` over every row, each row once: fixed-size batches, the last padded with
+  weight-0 rows; ``rows`` (B,) are the batch's row indices (-1 for padding). With ``lengths``
+  (``bucket_lengths``) rows go shortest first and each batch is ``trimmed`` to its bucket."""
   num_rows = len(arrays["input_ids"])
+  order = np.arange(num_rows) if lengths is None else np.argsort(row_lengths(arrays), kind="stable")
   for start in range(0, num_rows, batch_size):
-    indices = np.arange(start, start + batch_size)  # (B,)
-    real = indices < num_rows
-    batch = {key: value[np.where(real, indices, 0)] for key, value in arrays.items()}
-    yield {**batch, "example_weights": real.astype(np.float32)}
+    rows = np.full(batch_size, -1)
+    rows[:min(batch_size, num_rows - start)] = order[start:start + batch_size]
+    real = rows >= 0
+    batch = {key: value[np.maximum(rows, 0)] for key, value in arrays.items()}
+    batch["example_weights"] = real.astype(np.float32)
+    yield rows, batch if lengths is None else trimmed(batch, lengths)
 
 
-def run_model(step, params, arrays, batch_size, progress=None):
+def run_model(step, params, arrays, batch_size, progress=None, token_outputs=False):
   """``step`` (``eval_step`` or ``predict_step``) over every row: the outputs as numpy arrays
-  with R rows in order (a (start, end) pair of them for QA) and the step's summed sums."""
-  outputs, totals = [], None
-  for batch in eval_batches(arrays, batch_size):
+  with R rows in order (a (start, end) pair of them for QA) and the step's summed sums. Batches
+  are padded only to the bucket their longest row needs; ``token_outputs``: outputs have a
+  token axis (tagging, QA), which is padded back to the rows' length with zeros."""
+  max_length = arrays["input_ids"].shape[1]
+  outputs, order, totals = [], [], None
+  for rows, batch in eval_batches(arrays, batch_size, bucket_lengths(max_length)):
     batch_outputs, sums = step(params, batch)
-    real = batch["example_weights"] > 0
-    outputs.append(jax.tree.map(lambda x, real=real: np.asarray(x)[real], batch_outputs))
+    real = rows >= 0
+
+    def kept(x, real=real):
+      x = np.asarray(x)[real]
+      if token_outputs:
+        x = np.pad(x, [(0, 0), (0, max_length - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
+      return x
+
+    outputs.append(jax.tree.map(kept, batch_outputs))
+    order.append(rows[real])
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     if progress is not None:
       progress.update(int(real.sum()))
-  return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs), jax.device_get(totals)
+  inverse = np.argsort(np.concatenate(order))  # row r's place in the batches' order
+  in_order = jax.tree.map(lambda *parts: np.concatenate(parts)[inverse], *outputs)
+  return in_order, jax.device_get(totals)
 
 
 def evaluate(eval_step, params, task, rows, config):
   """Dev metrics: the head's mean loss, plus the task's metrics."""
-  outputs, sums = run_model(eval_step, params, rows.arrays, config.batch_size)
+  outputs, sums = run_model(
+      eval_step,
+      params,
+      rows.arrays,
+      config.batch_size,
+      token_outputs=kinds.get(task.kind).token_outputs)
   return {
       "loss": summarize(sums, 1)["loss"],
       **catalog.score(task, rows, outputs, config.n_best, config.max_answer_length)
@@ -172,6 +210,7 @@ def encode_split(config, task, tokenizer, split, num_labels):
       config.max_seq_length,
       num_labels=num_labels,
       doc_stride=config.doc_stride,
+      sliding_windows=config.get("sliding_windows", False),
       max_question_length=config.max_question_length,
       where=f"{task.dataset} {split}")
   report = {
@@ -192,7 +231,8 @@ def encode_split(config, task, tokenizer, split, num_labels):
 # Fields that fix what a workdir's checkpoints mean: resuming with any other value would
 # silently continue a different run (num_train_steps may grow, as in pretraining).
 RUN_IDENTITY_FIELDS = ("objective", "task", "dataset", "init_from", "seed", "train_split",
-                       "max_seq_length", "batch_size", "doc_stride", "max_question_length")
+                       "max_seq_length", "batch_size", "doc_stride", "max_question_length",
+                       "sliding_windows")
 
 
 def save_for_prediction(workdir, config, encoder_cfg, tokenizer, label_names):
@@ -205,11 +245,12 @@ def save_for_prediction(workdir, config, encoder_cfg, tokenizer, label_names):
 
 
 def bucket_lengths(max_seq_length):
-  """The lengths a training batch is padded to: powers of two from 16 below
-  ``max_seq_length``, and ``max_seq_length``; jit compiles the train step once per length."""
-  lengths = [16]
-  while lengths[-1] * 2 < max_seq_length:
-    lengths.append(lengths[-1] * 2)
+  """The lengths a batch is padded to: 16, 24, 32, 48, 64, 96, ... (each 1.5 or 1.33 times the
+  one before) below ``max_seq_length``, and ``max_seq_length``; jit compiles a step once per
+  length, and a batch wastes at most a third of its tokens on padding beyond its longest row."""
+  lengths = [16, 24]
+  while lengths[-2] * 2 < max_seq_length:
+    lengths.append(lengths[-2] * 2)
   return [length for length in lengths if length < max_seq_length] + [max_seq_length]
 
 
@@ -222,12 +263,15 @@ def trimmed(batch, lengths):
   return {key: value[:, :length] if value.ndim == 2 else value for key, value in batch.items()}
 
 
-def train_batches(rows, batch_size, seed, start=0, lengths=None):
+def train_batches(rows, batch_size, seed, start=0, lengths=None, group_by_length=False):
   """Endless ``(batch, counts)`` of training rows for ``trainer.train``, from the ``start``-th
   batch on (a resumed run skips the ones it already trained on); with ``lengths``
-  (``bucket_lengths``) each batch is padded only to the bucket its longest row needs."""
+  (``bucket_lengths``) each batch is padded only to the bucket its longest row needs, and with
+  ``group_by_length`` too, batches hold rows of similar length (``train_indices``)."""
   ones = np.ones((batch_size,), np.float32)
-  indices = train_indices(len(rows.example_of_row), batch_size, seed)
+  indices = train_indices(
+      len(rows.example_of_row), batch_size, seed,
+      row_lengths(rows.arrays) if group_by_length else None)
   for _ in range(start):
     next(indices)
   for batch_indices in indices:
@@ -262,7 +306,7 @@ def train(config, workdir, task, graphdef, encoder_params, tokenizer, label_name
   optimizer, schedule = steps.make_optimizer(config)
   state = steps.fresh_state(params, optimizer)
   forward = make_forward(graphdef, kind.head, config.dropout_rate)
-  train_step, eval_step = make_steps(forward, kind.head, optimizer)
+  train_step, eval_step = make_steps(forward, kind.head, optimizer, config.grad_accumulation_steps)
 
   def evaluate_state(state):
     return {**evaluate(eval_step, state.params, task, dev_rows, config), **text_blind}
@@ -295,7 +339,8 @@ def train(config, workdir, task, graphdef, encoder_params, tokenizer, label_name
             config.batch_size,
             config.seed,
             start_step,
-            lengths=bucket_lengths(config.max_seq_length) if config.dynamic_padding else None),
+            lengths=bucket_lengths(config.max_seq_length) if config.dynamic_padding else None,
+            group_by_length=config.group_by_length),
         rng=rng_lib.run_key(config.seed, "train"),
         start_step=start_step,
         # A run that stopped early is finished: its rerun trains no further.
@@ -349,6 +394,9 @@ def run(config, workdir):
   with ``trainer.Stopped`` after a checkpoint."""
   # --- Checks and data, before anything is written to the workdir.
   validation.check_fields(config)
+  if config.batch_size % config.grad_accumulation_steps:
+    raise ValueError(f"grad_accumulation_steps={config.grad_accumulation_steps} does not divide "
+                     f"batch_size={config.batch_size}; use a divisor of it.")
   workdir_lib.check_writable(workdir)
   task = catalog.get_task(config.task, config.dataset)
   kind = kinds.get(task.kind)
