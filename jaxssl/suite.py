@@ -44,7 +44,14 @@ BUDGETS = {
     "sentiment_zh":
         dict(train_split="train[:2048]", eval_split="validation[:512]", num_train_steps=480),
 }
-SHARED = dict(num_train_steps=120, batch_size=16, max_seq_length=64, warmup_steps=12, log_every=10)
+SHARED = dict(
+    num_train_steps=120,
+    batch_size=16,
+    max_seq_length=64,
+    warmup_steps=12,
+    log_every=10,
+    # For both encoders, pretrained or scratch (5e-4 left scratch encoders predicting one class).
+    learning_rate=1e-4)
 
 
 def define_flags():
@@ -53,9 +60,11 @@ def define_flags():
   flags.DEFINE_list("init_from", ["minilm", "scratch"],
                     "Encoders to fine-tune (configs/bert_finetune.py init_from values).")
   flags.DEFINE_list("tasks", list(catalog.OFFLINE_TASKS), "Tasks to run.")
-  flags.DEFINE_float(
-      "learning_rate", 1e-4, "Peak learning rate of every run, pretrained or scratch (5e-4 "
-      "left scratch encoders predicting one class).")
+  flags.DEFINE_enum(
+      "recipe", "", ["", "full"], "'': the small CPU budgets of BUDGETS; 'full': each task's "
+      "full recipe (configs/bert_finetune.py RECIPES), as in the README's results table.")
+  flags.DEFINE_float("learning_rate", None,
+                     "Peak learning rate of every run (default: the budget's or recipe's).")
   flags.DEFINE_integer("num_train_steps", None,
                        "Steps of every run (default: each task's budget in BUDGETS).")
   flags.DEFINE_string("data_dir", None, "TFDS data dir (None: TFDS's default).")
@@ -63,11 +72,19 @@ def define_flags():
   flags.mark_flags_as_required(["workdir"])
 
 
-def task_config(task, init_from, **fields):
-  """configs/bert_finetune.py for ``task`` with the suite's budget and ``fields`` on top."""
-  config = cli.load_config("bert_finetune", f"task={task}")
-  config.update({**SHARED, **BUDGETS.get(task, {}), "init_from": init_from, **fields})
-  config.eval_every = config.num_train_steps  # One evaluation, at the end.
+def task_config(task, init_from, recipe="", **fields):
+  """configs/bert_finetune.py for ``task`` with the suite's budget (or the task's ``recipe``)
+  and ``fields`` on top; one evaluation, at the end."""
+  config = cli.load_config("bert_finetune",
+                           f"task={task}" + (f",recipe={recipe}" if recipe else ""))
+  config.update({
+      **({} if recipe else {
+             **SHARED,
+             **BUDGETS.get(task, {})
+         }), "init_from": init_from,
+      **fields
+  })
+  config.eval_every = config.num_train_steps
   return config
 
 
@@ -171,15 +188,19 @@ def plot_losses(workdir, results, tasks, path):
 
 def main():
   workdir, tasks = flags.FLAGS.workdir, flags.FLAGS.tasks
-  steps = {"num_train_steps": flags.FLAGS.num_train_steps} if flags.FLAGS.num_train_steps else {}
+  fields = {
+      name: getattr(flags.FLAGS, name)
+      for name in ("num_train_steps", "learning_rate")
+      if getattr(flags.FLAGS, name) is not None
+  }
   results = run_suite(
       workdir,
       flags.FLAGS.init_from,
       tasks,
       seeds=flags.FLAGS.seeds,
-      learning_rate=flags.FLAGS.learning_rate,
+      recipe=flags.FLAGS.recipe,
       data_dir=flags.FLAGS.data_dir,
-      **steps)
+      **fields)
   markdown = table(results, tasks)
   files.write_text(os.path.join(workdir, "suite.md"), markdown + "\n")
   files.write_json(os.path.join(workdir, "suite.json"), results)
