@@ -234,11 +234,12 @@ def table(results):
   for name, runs in results.items():
     ours, theirs = runs["jaxssl"], runs["transformers"]
     gap = statistics.mean(ours["scores"]) - statistics.mean(theirs["scores"])
-    sd = statistics.stdev(theirs["scores"]) if len(theirs["scores"]) > 1 else float("nan")
+    sd = statistics.stdev(theirs["scores"]) if len(theirs["scores"]) > 1 else 0.0
+    in_sd = f"{gap / sd:+.1f} sd" if sd > 0 else "sd 0"
     time_ours = statistics.mean(ours["epoch_seconds"])
     time_theirs = statistics.mean(theirs["epoch_seconds"])
     lines.append(f"| {name} | {ours['metric']} | {summary(ours['scores'])} | "
-                 f"{summary(theirs['scores'])} | {gap:+.4f} ({gap / sd:+.1f} sd) | "
+                 f"{summary(theirs['scores'])} | {gap:+.4f} ({in_sd}) | "
                  f"{time_ours:.0f} | {time_theirs:.0f} | {time_ours / time_theirs:.2f}x |")
   return "\n".join(lines)
 

@@ -86,3 +86,21 @@ def test_workdir_holding_an_incompatible_run(tiny_config, tmp_path):
   fails_with(tiny_config, workdir, "holds an incompatible run")
   after = {name: os.path.getmtime(os.path.join(workdir, name)) for name in os.listdir(workdir)}
   assert before == after
+
+
+@pytest.mark.parametrize("argument, expected", [
+    ("task=pos,recipe=fast", "recipe='fast' is not a recipe; use recipe=full"),
+    ("task=pos_brown,recipe=full", "task='pos_brown' has no full recipe"),
+])
+def test_unknown_recipe(tmp_path, argument, expected):
+  process = subprocess.run([
+      sys.executable, "-m", "jaxssl.main", f"--config=configs/bert_finetune.py:{argument}",
+      f"--workdir={tmp_path / 'run'}"
+  ],
+                           cwd=ROOT,
+                           capture_output=True,
+                           text=True,
+                           timeout=300)
+  assert process.returncode != 0
+  assert expected in process.stderr.strip().splitlines()[-1]
+  assert not (tmp_path / "run").exists()

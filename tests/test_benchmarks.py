@@ -127,3 +127,24 @@ def test_kv_cache_script_at_tiny_size(tmp_path):
   for row in result["rows"]:
     assert row["cached_seconds_per_token"] > 0 and row["rerun_seconds_per_token"] > 0
     assert row["ratio"] > 0
+
+
+@pytest.mark.slow
+def test_finetune_peers_script_at_tiny_size(tfds_dir, tmp_path):
+  result = measured(
+      "finetune_peers.py",
+      tmp_path,
+      "--tasks=pos,qa",
+      "--seeds=2",
+      "--num_train_steps=2",
+      "--train_split=train[:16]",
+      "--eval_split=validation[:8]",
+      f"--data_dir={tfds_dir}",
+      timeout=900)
+  assert list(result) == ["pos", "qa"]
+  for task, metric in (("pos", "accuracy"), ("qa", "exact_match")):
+    for framework in ("jaxssl", "transformers"):
+      runs = result[task][framework]
+      assert runs["metric"] == metric
+      assert len(runs["scores"]) == 2 and all(0 <= score <= 1 for score in runs["scores"])
+      assert len(runs["epoch_seconds"]) == 2 and all(s > 0 for s in runs["epoch_seconds"])

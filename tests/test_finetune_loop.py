@@ -257,3 +257,17 @@ def test_layer_wise_decay_scales_each_layers_update():
   updates, _ = optimizer.update(grads, optimizer.init(params), params)
   np.testing.assert_allclose(updates["encoder"]["blocks"][0]["mlp"]["kernel"], -0.025, rtol=1e-4)
   np.testing.assert_allclose(updates["head"]["kernel"], -0.1, rtol=1e-4)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("grad_accumulation_steps", 5, "grad_accumulation_steps=5 does not divide batch_size=16"),
+    ("doc_stride", 0, "doc_stride=0 is out of range; set it >= 1"),
+    ("layer_lr_decay", 0.0, "layer_lr_decay=0.0 is out of range; set it > 0 and <= 1"),
+    ("layer_lr_decay", 1.5, "layer_lr_decay=1.5 is out of range"),
+])
+def test_a_budget_that_cannot_work_is_one_line_before_anything_is_written(
+    tfds_dir, tmp_path, field, value, message):
+  config = small_config(tfds_dir, **{field: value})
+  with pytest.raises(ValueError, match=message):
+    finetune.run(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
