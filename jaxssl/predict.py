@@ -5,10 +5,13 @@
 One JSON record per input line, by the run's task kind:
 
 - classification, one text: ``{"text": ...}``; pairs: ``{"text_a": ..., "text_b": ...}``
-  -> ``{"label": NAME, "probabilities": {NAME: p, ...}}``;
+  -> ``{"label": NAME, "probabilities": {NAME: p, ...}}``; a text longer than max_seq_length
+  is read in overlapping windows whose logits are averaged;
 - regression: the same inputs -> ``{"score": x}``;
 - tagging: ``{"words": [...]}`` (or ``{"text": ...}``, split at whitespace)
-  -> ``{"words": [...], "tags": [NAME or null, ...]}`` (null: a word cut by max_seq_length);
+  -> ``{"words": [...], "tags": [NAME, ...]}``, one tag per word however long the list: it is
+  read in overlapping windows (null only for a run trained with ``sliding_windows=False``: a
+  word cut by max_seq_length);
 - extractive QA: ``{"context": ..., "question": ...}``
   -> ``{"answer": TEXT, "start": i, "end": j}``, with ``context[i:j] == answer``.
 
