@@ -148,3 +148,16 @@ def test_finetune_peers_script_at_tiny_size(tfds_dir, tmp_path):
       assert runs["metric"] == metric
       assert len(runs["scores"]) == 2 and all(0 <= score <= 1 for score in runs["scores"])
       assert len(runs["epoch_seconds"]) == 2 and all(s > 0 for s in runs["epoch_seconds"])
+
+
+@pytest.mark.slow
+def test_text_baselines_read_the_text(tfds_dir, tmp_path):
+  result = measured(
+      "text_baselines.py",
+      tmp_path,
+      "--tasks=pos,paraphrase",
+      f"--data_dir={tfds_dir}",
+      timeout=600)
+  # Far above the text-blind majority tag (0.25) and class (0.5): these baselines read words.
+  assert 0.9 < result["pos"]["accuracy"] < 1
+  assert 0.85 < result["paraphrase"]["accuracy"] < 1
