@@ -44,6 +44,7 @@ from jaxssl import pretrained
 from jaxssl.core import finetune
 from jaxssl.core.tasks import catalog
 from jaxssl.core.tasks import kinds
+from jaxssl.suite import mean_and_sd
 
 flags.DEFINE_list("tasks", ["sentiment", "pos", "qa"], "Tasks (with a full recipe) to run.")
 flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1 per task and framework.")
@@ -220,12 +221,6 @@ def measure(tasks, seeds, workdir, **fields):
   return results
 
 
-def summary(values):
-  if len(values) == 1:
-    return f"{values[0]:.4f}"
-  return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
-
-
 def table(results):
   lines = [
       "| task | metric | jaxssl | transformers | jaxssl - transformers (in sd) | "
@@ -238,8 +233,8 @@ def table(results):
     in_sd = f"{gap / sd:+.1f} sd" if sd > 0 else "sd 0"
     time_ours = statistics.mean(ours["epoch_seconds"])
     time_theirs = statistics.mean(theirs["epoch_seconds"])
-    lines.append(f"| {name} | {ours['metric']} | {summary(ours['scores'])} | "
-                 f"{summary(theirs['scores'])} | {gap:+.4f} ({in_sd}) | "
+    lines.append(f"| {name} | {ours['metric']} | {mean_and_sd(ours['scores'])} | "
+                 f"{mean_and_sd(theirs['scores'])} | {gap:+.4f} ({in_sd}) | "
                  f"{time_ours:.0f} | {time_theirs:.0f} | {time_ours / time_theirs:.2f}x |")
   return "\n".join(lines)
 
