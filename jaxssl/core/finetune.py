@@ -144,19 +144,19 @@ def row_lengths(arrays):
   return arrays["attention_mask"].sum(axis=1)
 
 
-def eval_batches(arrays, batch_size, lengths=None):
-  """``(rows, batch)`` over every row, each row once: fixed-size batches, the last padded with
-  weight-0 rows; ``rows`` (B,) are the batch's row indices (-1 for padding). With ``lengths``
-  (``bucket_lengths``) rows go shortest first and each batch is ``trimmed`` to its bucket."""
+def eval_batches(arrays, batch_size, lengths):
+  """``(rows, batch)`` over every row, each row once, shortest first: fixed-size batches, the
+  last padded with weight-0 rows, each ``trimmed`` to its bucket of ``lengths``
+  (``bucket_lengths``); ``rows`` (B,) are the batch's row indices (-1 for padding)."""
   num_rows = len(arrays["input_ids"])
-  order = np.arange(num_rows) if lengths is None else np.argsort(row_lengths(arrays), kind="stable")
+  order = np.argsort(row_lengths(arrays), kind="stable")
   for start in range(0, num_rows, batch_size):
     rows = np.full(batch_size, -1)
     rows[:min(batch_size, num_rows - start)] = order[start:start + batch_size]
     real = rows >= 0
     batch = {key: value[np.maximum(rows, 0)] for key, value in arrays.items()}
     batch["example_weights"] = real.astype(np.float32)
-    yield rows, batch if lengths is None else trimmed(batch, lengths)
+    yield rows, trimmed(batch, lengths)
 
 
 def run_model(step, params, arrays, batch_size, progress=None, token_outputs=False):
