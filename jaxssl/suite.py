@@ -77,13 +77,8 @@ def task_config(task, init_from, recipe="", **fields):
   and ``fields`` on top; one evaluation, at the end."""
   config = cli.load_config("bert_finetune",
                            f"task={task}" + (f",recipe={recipe}" if recipe else ""))
-  config.update({
-      **({} if recipe else {
-             **SHARED,
-             **BUDGETS.get(task, {})
-         }), "init_from": init_from,
-      **fields
-  })
+  budget = {} if recipe else {**SHARED, **BUDGETS.get(task, {})}
+  config.update({**budget, "init_from": init_from, **fields})
   config.eval_every = config.num_train_steps
   return config
 

@@ -129,3 +129,12 @@ def test_suite_fine_tunes_a_task_from_a_jaxssl_encoder(tiny_encoder, tfds_dir, t
   assert {"accuracy", "f1", "matthews_corrcoef", "majority_accuracy"} <= set(dev)
   config = json.loads((tmp_path / name / "sentiment" / "config.json").read_text())
   assert config["learning_rate"] == 1e-3 and config["batch_size"] == suite.SHARED["batch_size"]
+
+
+def test_the_full_recipe_replaces_the_fast_budget():
+  full = suite.task_config("qa", "minilm", recipe="full")
+  fast = suite.task_config("qa", "minilm")
+  assert (full.max_seq_length, full.batch_size, full.group_by_length) == (256, 32, True)
+  assert full.train_split == "train[:3200]" and full.eval_every == full.num_train_steps == 100
+  assert (fast.max_seq_length, fast.batch_size, fast.num_train_steps) == (128, 16, 120)
+  assert suite.task_config("pos", "minilm", recipe="full", seed=2).seed == 2
