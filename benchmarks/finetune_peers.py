@@ -132,10 +132,7 @@ def torch_outputs(model, rows, batch_size, kind):
       logits = [out.start_logits, out.end_logits] if kind.num_outputs == 2 else [out.logits]
       logits = [x.numpy() for x in logits]
       if kind.token_outputs:
-        logits = [
-            np.pad(x, [(0, 0), (0, max_length - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
-            for x in logits
-        ]
+        logits = [finetune.padded_tokens(x, max_length) for x in logits]
       if kind.num_outputs == 1:  # regression: (B, 1) -> (B,)
         logits = [x[:, 0] for x in logits]
       parts.append(logits)
@@ -146,19 +143,13 @@ def torch_outputs(model, rows, batch_size, kind):
 def torch_run(config, task, train_rows, dev_rows, num_labels, workdir):
   """(dev metrics, training seconds) of transformers' Trainer on the same rows."""
   kind = task.kind
-  path = pretrained.resolve(config.init_from)
-  extra = {}
-  if kind in ("classification", "token_classification"):
-    extra["num_labels"] = num_labels
-  elif kind == "regression":
-    extra["num_labels"] = 1
   transformers.set_seed(config.seed)
   model = HF_MODELS[kind].from_pretrained(
-      path,
+      pretrained.resolve(config.init_from),
       hidden_dropout_prob=config.dropout_rate,
       attention_probs_dropout_prob=config.attention_dropout_rate,
       classifier_dropout=config.dropout_rate,
-      **extra)
+      num_labels=kinds.get(kind).num_outputs or num_labels)  # QA's 2: its start and end
   args = transformers.TrainingArguments(
       output_dir=workdir,
       per_device_train_batch_size=config.batch_size,

@@ -172,9 +172,7 @@ def run_model(step, params, arrays, batch_size, progress=None, token_outputs=Fal
 
     def kept(x, real=real):
       x = np.asarray(x)[real]
-      if token_outputs:
-        x = np.pad(x, [(0, 0), (0, max_length - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
-      return x
+      return padded_tokens(x, max_length) if token_outputs else x
 
     outputs.append(jax.tree.map(kept, batch_outputs))
     order.append(rows[real])
@@ -184,6 +182,11 @@ def run_model(step, params, arrays, batch_size, progress=None, token_outputs=Fal
   inverse = np.argsort(np.concatenate(order))  # row r's place in the batches' order
   in_order = jax.tree.map(lambda *parts: np.concatenate(parts)[inverse], *outputs)
   return in_order, jax.device_get(totals)
+
+
+def padded_tokens(outputs, length):
+  """(B, T, ...) outputs of a trimmed batch padded with zeros to (B, length, ...)."""
+  return np.pad(outputs, [(0, 0), (0, length - outputs.shape[1])] + [(0, 0)] * (outputs.ndim - 2))
 
 
 def evaluate(eval_step, params, task, rows, config):
