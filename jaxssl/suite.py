@@ -93,11 +93,18 @@ def run_dir(workdir, init_from, task, seed):
   return os.path.join(workdir, run_name(init_from), task + (f".seed{seed}" if seed else ""))
 
 
-def finished_metrics(workdir):
-  """The final dev metrics of a finished run in ``workdir``, or None if it has not finished."""
+# What makes a finished run's metrics this config's: the fields a resume must keep plus those
+# that change the result of an otherwise identical run.
+RESULT_FIELDS = finetune.RUN_IDENTITY_FIELDS + ("num_train_steps", "learning_rate", "warmup_steps",
+                                                "warmup_ratio", "layer_lr_decay")
+
+
+def finished_metrics(workdir, config):
+  """The final dev metrics of the run of ``config`` in ``workdir``, or None if it has not
+  finished; a workdir holding another config's run is an error, not a stale result."""
   if not workdir_lib.has_metrics(workdir):
     return None
-  config = workdir_lib.read_config(workdir)
+  workdir_lib.check_compatible(workdir, config, RESULT_FIELDS)
   evaluations = [r for r in metrics_lib.read_metrics(workdir) if r["split"] == "eval"]
   if not evaluations or evaluations[-1]["step"] != config.num_train_steps:
     return None
@@ -116,9 +123,10 @@ def run_suite(workdir, inits, tasks, seeds=1, **fields):
     for task in tasks:
       for seed in range(seeds):
         directory = run_dir(workdir, init_from, task, seed)
-        metrics = finished_metrics(directory)
+        config = task_config(task, init_from, seed=seed, **fields)
+        metrics = finished_metrics(directory, config)
         if metrics is None:  # not run yet, or interrupted: this starts or resumes it
-          metrics = finetune.run(task_config(task, init_from, seed=seed, **fields), directory)
+          metrics = finetune.run(config, directory)
         results.setdefault(run_name(init_from), {}).setdefault(task, []).append(metrics)
   return results
 

@@ -9,16 +9,16 @@ from jaxssl import metrics as metrics_lib
 from jaxssl import suite
 
 
-def write_run(workdir, losses, dev, num_train_steps, last_step=None):
-  """A run's config.json and metrics.jsonl as finetune.run writes them, its last evaluation at
-  ``last_step`` (default: the end, a finished run)."""
+def write_run(workdir, losses, dev, config, last_step=None):
+  """A run of ``config``'s config.json and metrics.jsonl as finetune.run writes them, its last
+  evaluation at ``last_step`` (default: the end, a finished run)."""
   os.makedirs(workdir)
   with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-    json.dump({"num_train_steps": num_train_steps}, f)
+    f.write(config.to_json())
   writer = metrics_lib.MetricWriter(workdir)
   for step, loss in losses:
     writer.write(step, "train", {"loss": loss})
-  writer.write(last_step or num_train_steps, "eval", dev)
+  writer.write(last_step or config.num_train_steps, "eval", dev)
   writer.close()
 
 
@@ -70,15 +70,27 @@ def test_table_shows_every_metric_with_its_baseline():
 
 def test_finished_runs_are_read_back_and_unfinished_ones_resumed(tmp_path, monkeypatch):
   dev = {"pearson": 0.5, "spearman": 0.4, "mean_prediction_mse": 3.0, "loss": 1.0}
-  write_run(str(tmp_path / "minilm" / "rating"), [(10, 2.0), (20, 1.5)], dev, 20)
-  results = suite.run_suite(str(tmp_path), ["minilm"], ["rating"], learning_rate=1e-4)
+  write_run(
+      str(tmp_path / "minilm" / "rating"), [(10, 2.0), (20, 1.5)], dev,
+      suite.task_config("rating", "minilm"))
+  results = suite.run_suite(str(tmp_path), ["minilm"], ["rating"])
   assert results == {"minilm": {"rating": [dev]}}  # read back: nothing trained
-  write_run(str(tmp_path / "scratch" / "rating"), [(10, 2.0)], dev, 30, last_step=10)
+  write_run(
+      str(tmp_path / "scratch" / "rating"), [(10, 2.0)],
+      dev,
+      suite.task_config("rating", "scratch"),
+      last_step=10)
   resumed = []
   monkeypatch.setattr(suite.finetune, "run", lambda config, workdir: resumed.append(
       (config.init_from, workdir)) or dev)
   suite.run_suite(str(tmp_path), ["minilm", "scratch"], ["rating"])
   assert resumed == [("scratch", str(tmp_path / "scratch" / "rating"))]
+  # A finished run of another config is an error, not this config's result.
+  with pytest.raises(
+      ValueError,
+      match=r"incompatible run \(learning_rate=0.0001, this config has "
+      r"0.0002\); use a new --workdir"):
+    suite.run_suite(str(tmp_path), ["minilm"], ["rating"], learning_rate=2e-4)
   with pytest.raises(ValueError, match=r"task='nope' is not a fine-tuning task"):
     suite.run_suite(str(tmp_path), ["minilm"], ["nope"])
 
@@ -106,7 +118,9 @@ def test_loss_curves_png(tmp_path):
   dev = {"accuracy": 0.8}
   results = {}
   for name, losses in (("minilm", [(10, 0.6), (20, 0.4)]), ("scratch", [(10, 0.7), (20, 0.69)])):
-    write_run(str(tmp_path / name / "sentiment"), losses, dev, 20)
+    write_run(
+        str(tmp_path / name / "sentiment"), losses, dev,
+        suite.task_config("sentiment", name, num_train_steps=20))
     results[name] = {"sentiment": [dev]}
   path = str(tmp_path / "curves.png")
   suite.plot_losses(str(tmp_path), results, ["sentiment"], path)
@@ -132,9 +146,10 @@ def test_suite_fine_tunes_a_task_from_a_jaxssl_encoder(tiny_encoder, tfds_dir, t
 
 
 def test_the_full_recipe_replaces_the_fast_budget():
-  full = suite.task_config("qa", "minilm", recipe="full")
-  fast = suite.task_config("qa", "minilm")
-  assert (full.max_seq_length, full.batch_size, full.group_by_length) == (256, 32, True)
-  assert full.train_split == "train[:3200]" and full.eval_every == full.num_train_steps == 100
-  assert (fast.max_seq_length, fast.batch_size, fast.num_train_steps) == (128, 16, 120)
+  full = suite.task_config("sentiment", "minilm", recipe="full")
+  fast = suite.task_config("sentiment", "minilm")
+  assert (full.max_seq_length, full.batch_size, full.group_by_length) == (128, 32, True)
+  assert full.train_split == "train" and full.eval_every == full.num_train_steps == 460
+  assert (fast.max_seq_length, fast.batch_size, fast.num_train_steps) == (64, 16, 120)
+  assert fast.train_split == "train[:2048]"
   assert suite.task_config("pos", "minilm", recipe="full", seed=2).seed == 2

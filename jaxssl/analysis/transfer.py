@@ -96,16 +96,10 @@ def check_pretrained(paths):
 
 def finetuned(run_dir, task, init_from, en_dataset, data_dir, budget):
   """The final dev metrics of fine-tuning ``init_from`` on ``task``, run now if not finished."""
-  metrics = suite.finished_metrics(run_dir)
+  dataset = en_dataset if task == "sentiment" else ""
+  config = suite.task_config(task, init_from, **budget, dataset=dataset, data_dir=data_dir)
+  metrics = suite.finished_metrics(run_dir, config)
   if metrics is None:  # not run yet, or interrupted: this starts or resumes it
-    dataset = en_dataset if task == "sentiment" else ""
-    config = suite.task_config(
-        task,
-        init_from,
-        **budget,
-        dataset=dataset,
-        data_dir=data_dir,
-        eval_every=budget["num_train_steps"])  # one evaluation, at the end
     metrics = finetune.run(config, run_dir)
   return metrics
 
