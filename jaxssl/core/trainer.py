@@ -83,7 +83,9 @@ def train(state,
   evaluation's metrics).
 
   ``batches`` yields ``(batch, counts)``: the step's input and ``{unit: n}`` of what it holds
-  (real tokens, rows), logged as ``{unit}_per_second``. ``train_step(state, batch, rng) ->
+  (real tokens, rows), logged as ``{unit}_per_second`` over the window's training time: without
+  evaluation, checkpoints, or the calls that compiled the step for a new batch shape (logged
+  apart as ``compile_seconds``). ``train_step(state, batch, rng) ->
   (state, sums)``; ``summarize(sums, num_steps) -> metrics``; ``evaluate(state) -> metrics``;
   ``save(step, state, metrics)`` checkpoints every ``checkpoint_every`` steps and at the end,
   with the evaluation's metrics when one ran at that step (else None). SIGTERM or
@@ -104,11 +106,17 @@ def train(state,
     last_saved = start_step or None
     step = start_step
     eval_metrics = {}
-    window_sums, window_counts, window_steps = None, {}, 0
+    window_sums, window_counts, window_steps, window_compile = None, {}, 0, 0.0
     window_start = time.perf_counter()
+    compiled_shapes = set()
     while step < num_steps:
       batch, counts = next(batches)
+      shapes = tuple(jnp.shape(leaf) for leaf in jax.tree.leaves(batch))
+      called = time.perf_counter()
       state, sums = train_step(state, batch, rng)
+      if shapes not in compiled_shapes:  # jit traced and compiled the step inside that call
+        compiled_shapes.add(shapes)
+        window_compile += time.perf_counter() - called
       step += 1
       window_sums = add_sums(window_sums, sums)
       window_counts = {unit: window_counts.get(unit, 0) + n for unit, n in counts.items()}
@@ -129,17 +137,20 @@ def train(state,
               f"infinite; {kept}. Lower learning_rate or raise adam_eps, then rerun the command.")
       if step % log_every == 0 or step == num_steps:
         train_metrics = summarize(jax.device_get(window_sums), window_steps)
-        elapsed = time.perf_counter() - window_start
+        elapsed = time.perf_counter() - window_start - window_compile
         for unit, count in window_counts.items():
           train_metrics[f"{unit}_per_second"] = count / elapsed
+        if window_compile:
+          train_metrics["compile_seconds"] = window_compile
         train_metrics["learning_rate"] = float(schedule(step))
         writer.write(step, "train", train_metrics)
         postfix = {progress_metric: f"{train_metrics[progress_metric]:.3f}"}
         if "tokens_per_second" in train_metrics:
           postfix["tok_s"] = f"{train_metrics['tokens_per_second']:.0f}"
         progress.set_postfix(postfix)
-        window_sums, window_counts, window_steps = None, {}, 0
+        window_sums, window_counts, window_steps, window_compile = None, {}, 0, 0.0
         window_start = time.perf_counter()
+      paused = time.perf_counter()
       evaluated = step % eval_every == 0 or step == num_steps
       converged = False
       if evaluated:
@@ -152,6 +163,7 @@ def train(state,
       if converged:
         writer.write(step, "train", {"early_stopped": True})
         break
+      window_start += time.perf_counter() - paused  # evaluation and saving are not training
       if stopping:
         raise Stopped(f"Stopped by {stop.received} at step {step}; checkpoint saved. Rerun the "
                       "same command to resume.")
