@@ -84,7 +84,11 @@ def task_config(task, init_from, recipe="", **fields):
 
 
 def run_name(init_from):
-  """A directory name for an init_from value (a name, or the last part of a path)."""
+  """A directory name for an init_from value: a name, or the last part of a path;
+  "scratch:PATH" (PATH's shape with random weights) is "scratch-" and PATH's."""
+  prefix, _, shape = init_from.partition(":")
+  if prefix == "scratch" and shape:
+    return "scratch-" + run_name(shape)
   return os.path.basename(os.path.normpath(init_from))
 
 
@@ -118,6 +122,11 @@ def run_suite(workdir, inits, tasks, seeds=1, **fields):
     raise ValueError(f"seeds={seeds} is out of range; set it >= 1.")
   for task in tasks:
     catalog.get_task(task)  # an unknown name fails before hours of work
+  names = [run_name(init_from) for init_from in inits]
+  for init_from, name in zip(inits, names):
+    if names.count(name) > 1:
+      raise ValueError(f"init_from {init_from!r} would share the run directory {name!r} with "
+                       "another encoder; give their paths distinct last components.")
   results = {}
   for init_from in inits:
     for task in tasks:

@@ -93,6 +93,14 @@ def test_finished_runs_are_read_back_and_unfinished_ones_resumed(tmp_path, monke
     suite.run_suite(str(tmp_path), ["minilm"], ["rating"], learning_rate=2e-4)
   with pytest.raises(ValueError, match=r"task='nope' is not a fine-tuning task"):
     suite.run_suite(str(tmp_path), ["minilm"], ["nope"])
+  # an encoder and its random-weight twin get a directory each; two "bert" paths cannot
+  assert suite.run_name("scratch:/runs/bert") == "scratch-bert"
+  assert suite.run_name("/runs/bert/") == "bert" and suite.run_name("scratch") == "scratch"
+  with pytest.raises(
+      ValueError,
+      match=r"init_from '/a/bert' would share the run directory "
+      r"'bert' with another encoder"):
+    suite.run_suite(str(tmp_path), ["/a/bert", "/b/bert"], ["rating"])
 
 
 def test_seeds_run_apart_and_the_table_gives_mean_and_sd(tmp_path, monkeypatch):
