@@ -104,6 +104,17 @@ def get_config(arg=None):
   # (the same update as one batch, with a micro-batch's activation memory).
   config.grad_accumulation_steps = 1
 
+  # Frozen-feature probes (jaxssl.core.probes) on shipped labelled data, of the weights the run
+  # starts from, every probe_every steps and at the end: logistic regression on the encoder's
+  # features per task, and the mean cosine between token vectors (near 1: collapsed). A few
+  # seconds each on the CPU; "" turns them off.
+  config.probe_tasks = {
+      "en": "sentiment,pos",
+      "zh": "sentiment_zh",
+      "bilingual": "sentiment,sentiment_zh,pos"
+  }[corpus]
+  config.probe_every = 10_000 if accelerator else 175  # Steps between probes.
+
   # Loop, evaluation, checkpoints.
   config.log_every = 1000 if accelerator else 25  # Steps between train metric records.
   config.eval_every = 10_000 if accelerator else 175  # Steps between evaluations (and at the end).

@@ -125,6 +125,7 @@ def small_bert_config(tfds_dir, tokenizer_path):
   config.eval_every = 20
   config.eval_batches = 2
   config.checkpoint_every = 10
+  config.probe_tasks = ""  # tests/test_probes.py runs them
   return config
 
 

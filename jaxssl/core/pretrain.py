@@ -21,6 +21,7 @@ from jaxssl import pretrained
 from jaxssl import sharding
 from jaxssl import workdir as workdir_lib
 from jaxssl.core import objectives
+from jaxssl.core import probes
 from jaxssl.core import rng as rng_lib
 from jaxssl.core import steps
 from jaxssl.core import trainer
@@ -39,6 +40,11 @@ INIT_OVERRIDES = ("dtype", "param_dtype", "dropout_rate", "attention_dropout_rat
                   "scan_layers", "attention_implementation")
 
 
+def probe_tasks(config):
+  """The tasks of ``config.probe_tasks`` ('sentiment,pos'; absent or '': none)."""
+  return [task for task in config.get("probe_tasks", "").split(",") if task]
+
+
 def check_config(config, objective, mesh):
   """Input errors detectable from the config alone, each as one line naming the fix."""
   max_position = objective.model_config.max_position
@@ -51,6 +57,11 @@ def check_config(config, objective, mesh):
                                                     model.dtype not in ("bfloat16", "float16")):
     raise ValueError(f"model.attention_implementation='cudnn' needs an NVIDIA GPU and model.dtype "
                      f"bfloat16 or float16 (this run: {backend}, {model.dtype}); use 'xla'.")
+  if probe_tasks(config):
+    probes.check_tasks(probe_tasks(config))
+    if not hasattr(objective, "encoder_outputs"):
+      raise ValueError(f"probe_tasks={config.probe_tasks!r}: the {objective.name} objective has no "
+                       "encoder to probe; set probe_tasks=''.")
   if not config.get("init_from") and config.vocab_size <= len(tokenizer_lib.SPECIAL_TOKENS):
     raise ValueError(f"vocab_size={config.vocab_size} leaves no room beside the special tokens.")
   parallel = sharding.batch_parallelism(mesh)
@@ -180,14 +191,17 @@ def run(config, workdir):
       if jax.process_index() == 0:
         workdir_lib.write_config(workdir, config)
       baseline = objective.baseline(batches[1], train_documents, tokenizer)
-      return train(config, workdir, objective, init, tokenizer, batches, baseline, mesh)
+      prober = probes.Prober(
+          probe_tasks(config), tokenizer, config.max_seq_length, config.data_dir, config.batch_size,
+          mesh) if probe_tasks(config) else None
+      return train(config, workdir, objective, init, tokenizer, batches, baseline, mesh, prober)
   finally:
     shutil.rmtree(scratch_dir, ignore_errors=True)
 
 
-def train(config, workdir, objective, init, tokenizer, batches, baseline, mesh):
-  """Builds (or restores) the sharded state and runs the train loop; returns the last
-  evaluation's metrics."""
+def train(config, workdir, objective, init, tokenizer, batches, baseline, mesh, prober=None):
+  """Builds (or restores) the sharded state and runs the train loop, probing its encoder with
+  ``prober`` (a ``probes.Prober``) if given; returns the last evaluation's metrics."""
   train_batches, eval_batches = batches
   rules = sharding.logical_rules(config.logical_axis_rules)
   # --- Sharded state, built in place on the mesh (never whole on one device).
@@ -198,6 +212,10 @@ def train(config, workdir, objective, init, tokenizer, batches, baseline, mesh):
   train_step, eval_step = objective.steps(graphdef, optimizer, tokenizer)
   train_step = jax.jit(train_step, out_shardings=(state_sharding, replicated), donate_argnums=0)
   eval_step = jax.jit(eval_step, out_shardings=replicated)
+  probe = None
+  if prober is not None:
+    encode = jax.jit(objective.encoder_outputs(graphdef), out_shardings=replicated)
+    probe = lambda state: prober(encode, state.params)
 
   checkpointer = workdir_lib.checkpointer(workdir, config.keep_checkpoints)
   with jax.set_mesh(mesh), sharding.activation_rules(rules):
@@ -252,7 +270,9 @@ def train(config, workdir, objective, init, tokenizer, batches, baseline, mesh):
           eval_every=config.eval_every,
           checkpoint_every=config.checkpoint_every,
           description=f"{config.objective} pretrain",
-          progress_metric=objective.progress_metric)
+          progress_metric=objective.progress_metric,
+          probe=probe,
+          probe_every=config.get("probe_every", 0))
       if not eval_metrics:  # resumed a finished run
         eval_metrics = evaluate(state)
   finally:  # pending checkpoint writes finish even when training stops on an error
@@ -262,4 +282,7 @@ def train(config, workdir, objective, init, tokenizer, batches, baseline, mesh):
   if jax.process_index() == 0:
     print(f"Done: {int(state.step)} steps. {objective.summary(eval_metrics, baseline)}. "
           f"Metrics: {workdir}/metrics.jsonl")
+    probed = [r for r in metrics_lib.read_metrics(workdir) if r["split"] == "probe"]
+    if probed:
+      print(probes.summary(probed[0], probed[-1]))
   return eval_metrics

@@ -78,7 +78,9 @@ def train(state,
           checkpoint_every: int,
           description: str,
           progress_metric: str,
-          stop_early: Callable | None = None):
+          stop_early: Callable | None = None,
+          probe: Callable | None = None,
+          probe_every: int = 0):
   """Runs ``train_step`` from ``start_step`` to ``num_steps``; returns (state, last
   evaluation's metrics).
 
@@ -91,6 +93,8 @@ def train(state,
   with the evaluation's metrics when one ran at that step (else None). SIGTERM or
   SIGINT saves and raises ``Stopped``. ``stop_early(metrics) -> bool``, if given, sees every
   evaluation; True ends the run there, saved, with an ``{"early_stopped": true}`` train record.
+  ``probe(state) -> metrics``, if given, is recorded as split "probe" for the state a fresh run
+  starts from (step 0), every ``probe_every`` steps and at the end.
   A step whose loss or gradient norm is not finite stops
   the run at the next log, evaluation or checkpoint with ``NonFiniteError``, before anything
   non-finite is evaluated or saved.
@@ -103,6 +107,8 @@ def train(state,
       disable=jax.process_index() != 0,
       dynamic_ncols=True)
   try:
+    if probe is not None and start_step == 0:
+      writer.write(0, "probe", probe(state))
     last_saved = start_step or None
     step = start_step
     eval_metrics = {}
@@ -157,6 +163,8 @@ def train(state,
         eval_metrics = evaluate(state)
         writer.write(step, "eval", eval_metrics)
         converged = stop_early is not None and stop_early(eval_metrics)
+      if probe is not None and (step % probe_every == 0 or step == num_steps):
+        writer.write(step, "probe", probe(state))
       if saving or converged:
         save(step, state, eval_metrics if evaluated else None)
         last_saved = step

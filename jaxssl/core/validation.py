@@ -12,6 +12,7 @@ RANGES = {
     "batch_size": (1, math.inf, True, True),
     "log_every": (1, math.inf, True, True),
     "eval_every": (1, math.inf, True, True),
+    "probe_every": (1, math.inf, True, True),
     "checkpoint_every": (1, math.inf, True, True),
     "keep_checkpoints": (1, math.inf, True, True),
     "eval_batches": (1, math.inf, True, True),

@@ -213,6 +213,18 @@ class Objective:
             make_eval_step(graphdef, self.config, special))
 
   @staticmethod
+  def encoder_outputs(graphdef):
+    """``encode(params, batch) -> (B, T, D)``: the encoder's last layer without dropout, on a
+    batch of ``input_ids``, ``segment_ids`` and ``attention_mask`` (what probes read)."""
+
+    def encode(params, batch):
+      encoder = nnx.merge(graphdef, params).encoder
+      sequence, _ = encoder(batch["input_ids"], batch["segment_ids"], batch["attention_mask"] > 0)
+      return sequence
+
+    return encode
+
+  @staticmethod
   def summarize(sums, num_steps=1):
     """Host-side means of the step's sums (the logged metrics)."""
     metrics = losses.summarize_terms(sums, ("mlm", "nsp"), perplexity=("mlm",))
