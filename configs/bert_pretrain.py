@@ -12,6 +12,9 @@ The argument picks a recipe, e.g. ``configs/bert_pretrain.py:size=base``:
   size=small, medium, large: the other presets of jaxssl.models.bert.PRESETS on the
              mini recipe (large uses the base recipe).
 ``nsp=False`` turns next-sentence prediction off: ``configs/bert_pretrain.py:size=mini,nsp=False``.
+``objective=electra`` trains the same encoder by ELECTRA's replaced-token detection instead
+(jaxssl.core.objectives.electra: a generator a quarter as wide, no NSP), e.g.
+``configs/bert_pretrain.py:objective=electra``; fine-tuning reads its encoder as a BERT's.
 ``corpus=`` picks the shipped corpus of the CPU recipes: ``en`` (default), ``zh``, or
 ``bilingual``: English and Chinese together, with one SentencePiece vocabulary of 16000 pieces
 trained on both (``configs/bert_pretrain.py:corpus=bilingual``). Adding
@@ -25,11 +28,14 @@ from jaxssl.configs import common
 
 ACCELERATOR_SIZES = ("base", "large")
 CORPORA = ("en", "zh", "bilingual")  # jaxssl_corpus configs the corpus= argument may name
+OBJECTIVES = ("bert", "electra")  # what the objective= argument may name
 
 
 def get_config(arg=None):
-  options = common.parse_arg(arg, size="mini", nsp="True", corpus="en")
-  size, corpus = options["size"], options["corpus"]
+  options = common.parse_arg(arg, size="mini", nsp="True", corpus="en", objective="bert")
+  size, corpus, objective = options["size"], options["corpus"], options["objective"]
+  if objective not in OBJECTIVES:
+    raise ValueError(f"config argument objective={objective!r}: use one of {OBJECTIVES}.")
   accelerator = size in ACCELERATOR_SIZES
   if corpus not in CORPORA:
     raise ValueError(f"config argument corpus={corpus!r}: use one of {CORPORA}.")
@@ -38,7 +44,9 @@ def get_config(arg=None):
         f"size={size} pretrains on Wikipedia; set --config.dataset instead of corpus=.")
   config = ml_collections.ConfigDict()
 
-  config.objective = "bert"  # The pretraining objective (jaxssl.core.objectives.OBJECTIVES).
+  # The pretraining objective (jaxssl.core.objectives.OBJECTIVES): "bert" (MLM, + NSP if nsp) or
+  # "electra" (replaced-token detection, no NSP).
+  config.objective = objective
   config.seed = 0  # Seeds parameters, instance creation, masking and dropout.
 
   # Data.
@@ -56,8 +64,11 @@ def get_config(arg=None):
   config.max_predictions_per_seq = 20 if accelerator else 10
   config.short_seq_prob = 0.1  # Chance of a shorter target length (BERT: less train/test mismatch).
   config.mask_prob = 0.15  # Share of tokens to predict (80% [MASK], 10% random, 10% kept).
-  config.nsp = options["nsp"].lower(
-  ) == "true"  # Next-sentence prediction on/off (off: B always follows A).
+  # Next-sentence prediction on/off (off: B always follows A; ELECTRA has none).
+  config.nsp = options["nsp"].lower() == "true" and objective == "bert"
+  if objective == "electra":
+    config.generator_size = 0.25  # The generator's width, a fraction of the encoder's (ELECTRA's).
+    config.discriminator_weight = 50.0  # Replaced-token loss weight beside the MLM loss (ELECTRA's).
 
   # Start from a published checkpoint instead of random weights: a name ("minilm"), a Hugging
   # Face directory or a .gguf file (jaxssl.pretrained). Its model config and tokenizer replace

@@ -77,11 +77,12 @@ def define_flags():
 
 
 def check_pretrained(paths):
-  """{run name: path} of BERT pretraining workdirs with a checkpoint; anything else is an error."""
+  """{run name: path} of BERT (or ELECTRA) pretraining workdirs with a checkpoint; anything
+  else is an error."""
   names = {}
   for path in paths:
     config = workdir_lib.read_config(path)
-    if config.get("objective") != "bert":
+    if config.get("objective") not in finetune.ENCODER_OBJECTIVES:
       raise ValueError(f"workdir {path} holds a {config.get('objective')!r} run, not BERT "
                        "pretraining; pass workdirs of configs/bert_pretrain.py runs.")
     if not workdir_lib.has_checkpoint(path):

@@ -29,6 +29,7 @@ from jaxssl.core import trained
 from jaxssl.core import trainer
 from jaxssl.core import validation
 from jaxssl.core.objectives import bert as bert_objective
+from jaxssl.core.objectives import electra as electra_objective
 from jaxssl.core.tasks import catalog
 from jaxssl.core.tasks import kinds
 from jaxssl.data import corpora
@@ -36,6 +37,9 @@ from jaxssl.models import bert
 
 # init_from="scratch" takes this checkpoint's config and tokenizer; "scratch:PATH" those of PATH.
 SCRATCH_SHAPE = "minilm"
+
+# Pretraining objectives whose model's ``encoder`` is a BertEncoder that fine-tuning can start from.
+ENCODER_OBJECTIVES = (bert_objective.Objective.name, electra_objective.Objective.name)
 
 
 def load_encoder(config):
@@ -50,9 +54,9 @@ def load_encoder(config):
   if (workdir_lib.has_config(path) and
       "objective" in workdir_lib.read_config(path)):  # a jaxssl workdir, not a Hugging Face one
     run_config, _, tokenizer, graphdef, run_params = trained.load_trained(path)
-    if run_config.objective != bert_objective.Objective.name:
+    if run_config.objective not in ENCODER_OBJECTIVES:
       raise ValueError(f"init_from={path!r} holds a {run_config.objective!r} run; fine-tuning "
-                       "needs a BERT pretraining workdir.")
+                       "needs a BERT or ELECTRA pretraining workdir.")
     encoder = nnx.merge(graphdef, run_params).encoder
     cfg = dataclasses.replace(encoder.cfg, **rates)
     params = nnx.state(encoder)

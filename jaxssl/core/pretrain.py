@@ -34,7 +34,8 @@ from jaxssl.data import tokenizer as tokenizer_lib
 # value would silently train a different run.
 RUN_IDENTITY_FIELDS = ("objective", "init_from", "seed", "dataset", "text_key", "train_split",
                        "vocab_size", "tokenizer", "max_seq_length", "max_predictions_per_seq",
-                       "short_seq_prob", "mask_prob", "nsp", "model", "batch_size")
+                       "short_seq_prob", "mask_prob", "nsp", "model", "batch_size",
+                       "generator_size")
 # Model config fields a run's config.model may set on a checkpoint: they change no shapes.
 INIT_OVERRIDES = ("dtype", "param_dtype", "dropout_rate", "attention_dropout_rate", "remat",
                   "scan_layers", "attention_implementation")

@@ -15,6 +15,7 @@ STREAMS = {
     "head": 4,  # a fine-tuning head's initialisation
     "masking": 5,  # inside a step: which tokens BERT masks
     "dropout": 6,  # inside a step: dropout masks
+    "sampling": 7,  # inside a step: the tokens ELECTRA's generator samples
 }
 
 

@@ -83,16 +83,19 @@ class BertEncoder(nnx.Module):
 
 
 class BertForPretraining(nnx.Module):
-  """Encoder + MLM head (tied to the token embeddings) + NSP head on the pooled [CLS]."""
+  """Encoder + MLM head (tied to the token embeddings) + NSP head on the pooled [CLS]
+  (``with_nsp=False``: none, as in ELECTRA's generator)."""
 
-  def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+  def __init__(self, cfg: BertConfig, rngs: nnx.Rngs, with_nsp: bool = True):
     d = cfg.hidden_size
     self.encoder = BertEncoder(cfg, rngs)
     self.mlm_transform = layers.dense(d, d, "embed", "mlp", cfg, rngs)
     self.mlm_norm = layers.layer_norm(d, cfg, rngs)
     self.mlm_bias = nnx.Param(jnp.zeros((cfg.vocab_size,), cfg.param_dtype), **layers.axes("vocab"))
-    self.pooler = layers.dense(d, d, "embed", "mlp", cfg, rngs)
-    self.nsp_classifier = layers.dense(d, 2, "embed", None, cfg, rngs)
+    self.with_nsp = with_nsp
+    if with_nsp:
+      self.pooler = layers.dense(d, d, "embed", "mlp", cfg, rngs)
+      self.nsp_classifier = layers.dense(d, 2, "embed", None, cfg, rngs)
 
   def pooled(self, sequence):  # (B, T, D) -> (B, D): tanh(W · h_[CLS]) as in BERT.
     return jnp.tanh(self.pooler(sequence[:, 0]))
@@ -102,16 +105,15 @@ class BertForPretraining(nnx.Module):
 
     MLM logits are computed only at those P positions, not all T (the vocabulary projection
     is the largest matmul of a small BERT).
-    Returns {"mlm_logits": (B, P, V) float32, "nsp_logits": (B, 2) float32, "sequence": (B, T, D)}.
+    Returns {"mlm_logits": (B, P, V) float32, "nsp_logits": (B, 2) float32 (with_nsp only),
+    "sequence": (B, T, D)}.
     """
     sequence, intermediates = self.encoder(input_ids, segment_ids, attention_mask, dropout_rng)
     picked = jnp.take_along_axis(sequence, masked_positions[..., None], axis=1)  # (B, P, D)
     picked = self.mlm_norm(jax.nn.gelu(self.mlm_transform(picked), approximate=False))
     mlm_logits = self.encoder.token_embed.attend(picked) + self.mlm_bias[...]  # (B, P, V)
-    nsp_logits = self.nsp_classifier(self.pooled(sequence))  # (B, 2)
-    return {
-        "mlm_logits": mlm_logits.astype(jnp.float32),
-        "nsp_logits": nsp_logits.astype(jnp.float32),
-        "sequence": sequence,
-        **intermediates
-    }
+    outputs = {"mlm_logits": mlm_logits.astype(jnp.float32), "sequence": sequence, **intermediates}
+    if self.with_nsp:
+      outputs["nsp_logits"] = self.nsp_classifier(self.pooled(sequence)).astype(
+          jnp.float32)  # (B, 2)
+    return outputs

@@ -1,15 +1,16 @@
 """Pretraining objectives, one module each, and ``get``: the one for a config.
 
-An objective (``bert.Objective``, ``gpt.Objective``) owns what differs between pretraining
+An objective (``bert.Objective``, ``electra.Objective``, ``gpt.Objective``) owns what differs between pretraining
 runs: the model it builds, its batches, its train and eval steps, the metrics those steps sum,
 the baseline a run is judged against and the line that summarises it. ``core.pretrain.run`` is
 the same for all of them; adding an objective is a module here and an entry in OBJECTIVES.
 """
 
 from jaxssl.core.objectives import bert
+from jaxssl.core.objectives import electra
 from jaxssl.core.objectives import gpt
 
-OBJECTIVES = {"bert": bert.Objective, "gpt": gpt.Objective}
+OBJECTIVES = {"bert": bert.Objective, "electra": electra.Objective, "gpt": gpt.Objective}
 
 
 def get(config, model_config=None):
