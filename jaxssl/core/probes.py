@@ -106,23 +106,23 @@ class Prober:
     return np.concatenate(parts)[:count]
 
   def __call__(self, encode, params):
-    metrics, cosines = {}, []
+    metrics, cosine = {}, None
     for name, (train, dev) in self.rows.items():
-      (train_hidden, train_mask), (dev_hidden,
-                                   dev_mask) = ((self.hidden_states(encode, params, rows.arrays),
-                                                 rows.arrays["attention_mask"])
-                                                for rows in (train, dev))
-      if train.arrays["labels"].ndim == 2:  # tags at words' first sub-tokens, else < 0
-        train_at, dev_at = train.arrays["labels"] >= 0, dev.arrays["labels"] >= 0
-        accuracy = fitted_accuracy(train_hidden[train_at], train.arrays["labels"][train_at],
-                                   dev_hidden[dev_at], dev.arrays["labels"][dev_at])
+      train_hidden = self.hidden_states(encode, params, train.arrays)  # (R, T, D)
+      dev_hidden = self.hidden_states(encode, params, dev.arrays)
+      train_labels, dev_labels = train.arrays["labels"], dev.arrays["labels"]
+      if train_labels.ndim == 2:  # tags at words' first sub-tokens, else < 0
+        train_at, dev_at = train_labels >= 0, dev_labels >= 0
+        accuracy = fitted_accuracy(train_hidden[train_at], train_labels[train_at],
+                                   dev_hidden[dev_at], dev_labels[dev_at])
       else:
         accuracy = fitted_accuracy(
-            mean_pooled(train_hidden, train_mask), train.arrays["labels"],
-            mean_pooled(dev_hidden, dev_mask), dev.arrays["labels"])
+            mean_pooled(train_hidden, train.arrays["attention_mask"]), train_labels,
+            mean_pooled(dev_hidden, dev.arrays["attention_mask"]), dev_labels)
       metrics[f"probe_{name}_accuracy"] = accuracy
-      cosines = cosines or [mean_cosine(dev_hidden[dev_mask > 0])]  # the first task's
-    return {**metrics, "probe_token_cosine": cosines[0]}
+      if cosine is None:  # the first task's dev tokens
+        cosine = mean_cosine(dev_hidden[dev.arrays["attention_mask"] > 0])
+    return {**metrics, "probe_token_cosine": cosine}
 
 
 def summary(initial, final):
