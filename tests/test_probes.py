@@ -57,3 +57,5 @@ def test_pretraining_makes_features_that_probe_better_than_its_initialisation(
   # Measured: 0.646 -> 0.684 over ~3,000 dev tags (sd of an accuracy there: ~0.009).
   assert end["probe_pos_accuracy"] > start["probe_pos_accuracy"] + 0.02
   assert 0 < end["probe_token_cosine"] < 0.9
+  with open(tmp_path / "run" / "probes.png", "rb") as f:  # MLM loss and probes by step
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"

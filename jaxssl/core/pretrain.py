@@ -283,7 +283,9 @@ def train(config, workdir, objective, init, tokenizer, batches, baseline, mesh, 
   if jax.process_index() == 0:
     print(f"Done: {int(state.step)} steps. {objective.summary(eval_metrics, baseline)}. "
           f"Metrics: {workdir}/metrics.jsonl")
-    probed = [r for r in metrics_lib.read_metrics(workdir) if r["split"] == "probe"]
+    records = metrics_lib.read_metrics(workdir)
+    probed = [r for r in records if r["split"] == "probe"]
     if probed:
-      print(probes.summary(probed[0], probed[-1]))
+      probes.plot(records, objective.progress_metric, os.path.join(workdir, "probes.png"))
+      print(f"{probes.summary(probed[0], probed[-1])} Plot: {workdir}/probes.png")
   return eval_metrics

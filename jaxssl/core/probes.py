@@ -16,10 +16,12 @@ Scikit-learn fits the probes on the host; the encoder's forward pass runs on the
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
+from matplotlib import figure
 from sklearn import linear_model
 from sklearn import pipeline
 from sklearn import preprocessing
 
+from jaxssl import files
 from jaxssl import sharding
 from jaxssl.core.tasks import catalog
 from jaxssl.data import corpora
@@ -133,3 +135,21 @@ def summary(initial, final):
                       if name.startswith("probe_"))
   return (f"Frozen-feature probes at step {final['step']}, beside those of the weights the run "
           f"started from: {figures}.")
+
+
+def plot(records, loss_name, path):
+  """Two panels over the steps of a run's ``records`` (metrics.jsonl): the evaluation's
+  ``loss_name`` (e.g. mlm_loss) on the left, every probe figure on the right."""
+  fig = figure.Figure(figsize=(9, 3.4), layout="constrained")
+  loss_axis, probe_axis = fig.subplots(1, 2)
+  evaluations = [r for r in records if r["split"] == "eval" and loss_name in r]
+  loss_axis.plot([r["step"] for r in evaluations], [r[loss_name] for r in evaluations], "o-")
+  loss_axis.set(xlabel="step", ylabel=f"eval {loss_name}")
+  probed = [r for r in records if r["split"] == "probe"]
+  for name in (n for n in probed[0] if n.startswith("probe_")):
+    probe_axis.plot([r["step"] for r in probed], [r[name] for r in probed],
+                    "o-",
+                    label=name.removeprefix("probe_"))
+  probe_axis.set(xlabel="step", ylabel="probe accuracy / mean cosine")
+  probe_axis.legend()
+  files.save_figure(fig, path, dpi=110)
