@@ -23,7 +23,7 @@ Every field can also be set on the command line: ``--config.init_from=scratch``.
 
 ``recipe=full`` (e.g. ``configs/bert_finetune.py:task=pos,recipe=full``) takes the task's
 fields from ``RECIPES``: the budget the README's fine-tuning results table was made with, each
-run 11 to 31 minutes with MiniLM on 2 CPU cores shared with other work.
+run 7 to 22 minutes with MiniLM on 2 CPU cores shared with other work.
 """
 
 import ml_collections

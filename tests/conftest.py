@@ -75,7 +75,8 @@ def tiny_encoder(tfds_dir, tokenizer_path, tmp_path_factory, worker_id):
         num_train_steps=2,
         warmup_steps=1,
         checkpoint_every=2,
-        eval_batches=1)
+        eval_batches=1,
+        probe_tasks="")
     pretrain.run(config, str(workdir))
     return str(workdir)
 
