@@ -74,7 +74,7 @@ class Prober:
   ``input_ids``, ``segment_ids`` and ``attention_mask``."""
 
   def __init__(self, tasks, tokenizer, max_seq_length, data_dir, batch_size, mesh):
-    check_tasks(tasks)
+    """``tasks``: names that ``check_tasks`` accepts (pretraining checks them before it writes)."""
     self.batch_size, self.mesh = batch_size, mesh
     self.rows = {}  # task -> (train Rows, dev Rows)
     for name in tasks:

@@ -13,6 +13,7 @@ RANGES = {
     "log_every": (1, math.inf, True, True),
     "eval_every": (1, math.inf, True, True),
     "probe_every": (1, math.inf, True, True),
+    "generator_size": (0, 1, False, True),  # ELECTRA's generator width, a fraction of the encoder's
     "checkpoint_every": (1, math.inf, True, True),
     "keep_checkpoints": (1, math.inf, True, True),
     "eval_batches": (1, math.inf, True, True),

@@ -75,9 +75,6 @@ class Objective(bert_objective.Objective):
     super().check()
     if self.config.nsp:
       raise ValueError("nsp=True: ELECTRA has no next-sentence prediction; set nsp=False.")
-    if not 0 < self.config.generator_size <= 1:
-      raise ValueError(f"generator_size={self.config.generator_size} is out of range; set it > 0 "
-                       "and <= 1 (a fraction of the encoder's width).")
 
   def make_model(self, rngs):
     cfg = self.model_config
