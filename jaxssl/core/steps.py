@@ -5,6 +5,7 @@ State and batches are plain pytrees; objectives rebuild their model from its gra
 inside the loss (``nnx.merge``), so nothing here holds mutable state.
 """
 
+import math
 from typing import Any, NamedTuple
 
 import flax.struct
@@ -41,7 +42,9 @@ def make_optimizer(config):
   ``layer_scales``: the lower the layer, the smaller its learning rate.
   """
   warmup_ratio = getattr(config, "warmup_ratio", 0.0)
-  warmup = round(warmup_ratio * config.num_train_steps) if warmup_ratio else config.warmup_steps
+  # Rounded up, as transformers' TrainingArguments.get_warmup_steps does, so the peer benchmark's
+  # two schedules are the same (64 steps at 0.1: 7 warm-up steps in both).
+  warmup = math.ceil(warmup_ratio * config.num_train_steps) if warmup_ratio else config.warmup_steps
   decay = DECAYS[getattr(config, "lr_decay", "linear")]
   schedule = optax.join_schedules([
       optax.linear_schedule(0.0, config.learning_rate, warmup),
