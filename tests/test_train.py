@@ -75,6 +75,7 @@ def test_nsp_off_trains_mlm_only(tiny_config, tmp_path):
   tiny_config.num_train_steps = 10
   eval_metrics = pretrain.run(tiny_config, str(tmp_path / "run"))
   assert eval_metrics["mlm_loss"] < np.log(1000)
+  assert "nsp_accuracy" not in eval_metrics  # an untrained head's score is not reported
   # Without NSP every B is the real continuation...
   objective = objectives.get(tiny_config)
   tokenizer = workdir_lib.load_tokenizer(str(tmp_path / "run"))
@@ -173,7 +174,8 @@ def test_nsp_head_can_fit_a_fixed_batch():
   train_step = jax.jit(bert_objective.make_train_step(graphdef, optimizer, config, special))
   for _ in range(150):
     state, sums = train_step(state, batch, jax.random.key(0))
-  assert bert_objective.Objective.summarize(jax.device_get(sums))["nsp_accuracy"] == 1.0
+  assert bert_objective.Objective(config,
+                                  cfg).summarize(jax.device_get(sums))["nsp_accuracy"] == 1.0
 
 
 @pytest.mark.slow

@@ -224,10 +224,11 @@ class Objective:
 
     return encode
 
-  @staticmethod
-  def summarize(sums, num_steps=1):
-    """Host-side means of the step's sums (the logged metrics)."""
-    metrics = losses.summarize_terms(sums, ("mlm", "nsp"), perplexity=("mlm",))
+  def summarize(self, sums, num_steps=1):
+    """Host-side means of the step's sums (the logged metrics); with NSP off, none of the NSP
+    head's, which is then neither trained nor given a real pair to judge."""
+    terms = ("mlm", "nsp") if self.config.nsp else ("mlm",)
+    metrics = losses.summarize_terms(sums, terms, perplexity=("mlm",))
     return steps.with_grad_norm(metrics, sums, num_steps)
 
   def baseline(self, eval_batches, train_documents, tokenizer):
@@ -245,7 +246,7 @@ class Objective:
 
   @staticmethod
   def summary(metrics, baseline):
+    nsp = f", nsp_accuracy={metrics['nsp_accuracy']:.4f}" if "nsp_accuracy" in metrics else ""
     return (f"eval mlm_accuracy={metrics['mlm_accuracy']:.4f} (unigram baseline "
             f"{metrics['unigram_mlm_accuracy']:.4f}, {baseline.description}), "
-            f"mlm_perplexity={metrics['mlm_perplexity']:.1f}, "
-            f"nsp_accuracy={metrics['nsp_accuracy']:.4f}")
+            f"mlm_perplexity={metrics['mlm_perplexity']:.1f}{nsp}")
