@@ -28,6 +28,7 @@ def test_unknown_config_key(tiny_config, tmp_path):
 
 @pytest.mark.parametrize("config, expected", [
     ("bert_pretrain.py:size=huge", "model.size='huge' is not a preset"),
+    ("bert_pretrain.py:recipe=gpu", "recipe='gpu': use one of ('demo', 'cpu')"),
     ("bert_finetune.py:task=pos,recipe=fast", "recipe='fast' is not a recipe; use recipe=full"),
     ("bert_finetune.py:task=pos_brown,recipe=full", "task='pos_brown' has no full recipe"),
 ])

@@ -12,9 +12,11 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import fake_devices
+from conftest import load_config
 from conftest import run_main
 from conftest import wait_for_logged_step
 from jaxssl import metrics
+from jaxssl import suite
 from jaxssl import workdir as workdir_lib
 from jaxssl.core import objectives
 from jaxssl.core import pretrain
@@ -133,6 +135,19 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_config, tmp_path):
     np.testing.assert_allclose(params_b[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
   steps_logged = [r["step"] for r in train_records(tmp_path / "killed")]
   assert steps_logged == list(range(5, 41, 5))  # nothing logged twice after the restart
+
+
+def test_cpu_recipe_trains_every_position_the_suite_reads():
+  config = load_config("bert_pretrain", "recipe=cpu")
+  assert not config.nsp and config.model.size == "mini"
+  # Position rows past max_seq_length stay at their initialisation: a fine-tuning row must not
+  # reach them (the demo's 64-token pretraining left QA's and paraphrase's rows untrained).
+  longest_row = max(
+      budget.get("max_seq_length", suite.SHARED["max_seq_length"])
+      for task, budget in suite.BUDGETS.items()
+      if task != "sentiment_zh")
+  assert config.max_seq_length >= longest_row
+  assert load_config("bert_pretrain", "recipe=cpu,nsp=True").nsp  # an explicit nsp= wins
 
 
 def test_nsp_head_can_fit_a_fixed_batch():
