@@ -15,7 +15,7 @@ The argument picks a recipe, e.g. ``configs/bert_pretrain.py:size=base``:
 ``recipe=cpu`` is the CPU pretraining recipe whose encoder fine-tunes better than its random
 initialisation (README, "A CPU pretraining recipe"): the mini model without NSP on sequences of
 128 tokens (every position a fine-tuning row of up to 128 tokens reads is trained) for 2,400
-steps, about 45 minutes on 2 CPU cores; the default (``recipe=demo``) is the 7-minute run
+steps, 42 minutes alone on 2 CPU cores; the default (``recipe=demo``) is the 7-minute run
 that shows the mechanics.
 ``objective=electra`` trains the same encoder by ELECTRA's replaced-token detection instead
 (jaxssl.core.objectives.electra: a generator a quarter as wide, no NSP), e.g.
