@@ -143,7 +143,8 @@ def test_warmup_ratio_and_cosine_decay_shape_the_learning_rate(tfds_dir, tmp_pat
   assert float(schedules["linear"](32)) == pytest.approx(1 - 22 / 90)
   assert float(schedules["cosine"](32)) == pytest.approx(0.5 * (1 + np.cos(np.pi * 22 / 90)))
   config.update(num_train_steps=64, lr_decay="linear")  # 6.4 warm-up steps round up, as in HF
-  assert [float(steps.make_optimizer(config)[1](step)) for step in (6, 7)] == pytest.approx([6 / 7, 1])
+  assert [float(steps.make_optimizer(config)[1](step)) for step in (6, 7)
+         ] == pytest.approx([6 / 7, 1])
   config.lr_decay = "step"
   with pytest.raises(ValueError, match="lr_decay='step' is not a schedule; use one of"):
     finetune.run(config, str(tmp_path / "run"))
