@@ -58,7 +58,7 @@ def get_config(arg=None):
   cpu_recipe = options["recipe"] == "cpu"
   if cpu_recipe and accelerator:
     raise ValueError(f"recipe=cpu is for the CPU sizes; size={size} has its own recipe.")
-  nsp = options["nsp"] or str(not cpu_recipe)
+  nsp = options["nsp"].lower() == "true" if options["nsp"] else not cpu_recipe
   if corpus not in CORPORA:
     raise ValueError(f"config argument corpus={corpus!r}: use one of {CORPORA}.")
   if accelerator and corpus != "en":
@@ -87,7 +87,7 @@ def get_config(arg=None):
   config.short_seq_prob = 0.1  # Chance of a shorter target length (BERT: less train/test mismatch).
   config.mask_prob = 0.15  # Share of tokens to predict (80% [MASK], 10% random, 10% kept).
   # Next-sentence prediction on/off (off: B always follows A; ELECTRA has none).
-  config.nsp = nsp.lower() == "true" and objective == "bert"
+  config.nsp = nsp and objective == "bert"
   if objective == "electra":
     config.generator_size = 0.25  # The generator's width, a fraction of the encoder's (ELECTRA's).
     config.discriminator_weight = 50.0  # Replaced-token loss weight beside the MLM loss (ELECTRA's).
