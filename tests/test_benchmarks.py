@@ -36,13 +36,20 @@ def measured(script, tmp_path, *args, timeout):
 
 
 @pytest.mark.slow
-def test_gpu_throughput_script_at_tiny_size(tmp_path):
-  result = measured("gpu_throughput.py", tmp_path, "--tiny", "--steps=2", timeout=600)
-  assert [row["model"] for row in result["rows"]] == ["bert-tiny seq 32", "gpt-tiny seq 32"]
+def test_gpu_throughput_smoke_mode_times_jaxssl_beside_pytorch(tmp_path):
+  # torch.compile is left out: on CPU it takes minutes to build its C++ kernels.
+  result = measured(
+      "gpu_throughput.py", tmp_path, "--smoke", "--steps=2", "--notorch_compile", timeout=600)
+  rows = [(row["model"], row["framework"]) for row in result["rows"]]
+  assert rows == [(model, framework)
+                  for model in ("bert-tiny seq 32", "gpt-tiny seq 32")
+                  for framework in ("PyTorch", "jaxssl")]
   for row in result["rows"]:
     assert "error" not in row
     assert row["tokens_per_second"] > 0
     assert 0 < row["mfu"] < 1
+  assert set(result["ratios"]) == {"bert-tiny seq 32", "gpt-tiny seq 32"}
+  assert all(ratio > 0 for ratio in result["ratios"].values())
 
 
 @pytest.mark.slow
