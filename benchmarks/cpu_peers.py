@@ -64,6 +64,7 @@ from flax.training import train_state
 
 from jaxssl import cli
 from jaxssl import files
+from jaxssl.core import flops
 from jaxssl.core import objectives
 from jaxssl.core import steps
 from jaxssl.core.objectives import bert as bert_objective
@@ -141,10 +142,9 @@ def pipeline_rate(config, documents, tokenizer, epochs=2):
 
 
 def flops_per_token(model_config, length, predictions):
-  """Model FLOPs per trained token (benchmarks/gpu_throughput.py's BERT formula)."""
-  d, m, layers = model_config.hidden_size, model_config.mlp_dim, model_config.num_layers
-  return (6 * layers * (4 * d * d + 2 * d * m) + 12 * layers * length * d + 6 *
-          (d * d + d * model_config.vocab_size) * predictions / length)
+  """Model FLOPs per trained token (``jaxssl.core.flops``, as a BERT pretraining run logs)."""
+  return (flops.blocks_flops_per_token(model_config, length) + flops.output_flops_per_token(
+      model_config.hidden_size, model_config.vocab_size, predictions / length))
 
 
 def matmul_shapes(model_config, batch_size, length, predictions):

@@ -8,12 +8,11 @@ jaxssl beside transformers' PyTorch models on the same chip, shapes and batches,
 
 MFU = model FLOPs per second / the dense bf16 matmul rate measured through XLA on the same
 chip in the same run (not the datasheet peak), for both frameworks. Model FLOPs per trained
-token, counting a train step as 3 forward passes (forward + backward) and every multiply-add
-as 2 FLOPs:
+token are jaxssl.core.flops's, as training runs log them:
     6 * L * (4 d^2 + 2 d m)           the blocks' weight matrices
   + 12 * L * T * d                    attention scores and values (full T x T, as computed)
   + 6 * d * V  (GPT)  or  6 * (d^2 + d V) * P / T  (BERT: MLM head only at P masked positions)
-Embedding lookups, norms, biases and the pooler are left out. (transformers' BertForPreTraining
+(transformers' BertForPreTraining
 projects every position onto the vocabulary, not only the P masked ones: work the formula does
 not count, so its MFU is what it achieves on the same task.)
 
@@ -47,6 +46,7 @@ from absl import flags
 from flax import nnx
 
 from jaxssl import files
+from jaxssl.core import flops
 from jaxssl.core import steps
 from jaxssl.core.objectives import bert as bert_objective
 from jaxssl.core.objectives import gpt as gpt_objective
@@ -130,11 +130,12 @@ def best_seconds(function, repeats):
 
 
 def flops_per_token(cfg, family, length, predictions):
-  d, m, layers, vocab = cfg.hidden_size, cfg.mlp_dim, cfg.num_layers, cfg.vocab_size
-  flops = 6 * layers * (4 * d * d + 2 * d * m) + 12 * layers * length * d
+  """Model FLOPs per trained token, as a jaxssl run logs them (``jaxssl.core.flops``)."""
   if family == "gpt":
-    return flops + 6 * d * vocab
-  return flops + 6 * (d * d + d * vocab) * predictions / length
+    output = flops.output_flops_per_token(cfg.hidden_size, cfg.vocab_size, 1, transform=False)
+  else:
+    output = flops.output_flops_per_token(cfg.hidden_size, cfg.vocab_size, predictions / length)
+  return flops.blocks_flops_per_token(cfg, length) + output
 
 
 def bert_batch(rng, batch, length, vocab):

@@ -90,6 +90,10 @@ def get_config(arg=None):
 
   # Loop, evaluation, checkpoints.
   config.log_every = 1000 if accelerator else 25  # Steps between train metric records.
+  # Model-FLOPs utilisation, logged per record: model FLOP/s over this peak per chip; 0: the
+  # chip's datasheet bf16 peak (jaxssl.core.flops) when model.dtype is bfloat16, else no MFU.
+  config.peak_flops_per_chip = 0.0
+  config.profile_steps = ""  # "first,last": a jax.profiler trace of those steps in <workdir>/profile.
   config.eval_every = 10_000 if accelerator else 150  # Steps between evaluations (and at the end).
   config.eval_batches = 50 if accelerator else 16  # Validation batches per evaluation.
   config.checkpoint_every = 10_000 if accelerator else 150  # Steps between checkpoints (+ the end).

@@ -57,6 +57,9 @@ def metric_records(workdir):
     ("adam_b2", 1.5, "adam_b2=1.5 is out of range; set it >= 0 and < 1"),
     ("seed", -1, "seed=-1 is out of range"),
     ("model.dtype", "float7", "model.dtype='float7' is not a supported dtype"),
+    ("peak_flops_per_chip", -1.0, "peak_flops_per_chip=-1.0 is out of range; set it >= 0"),
+    ("profile_steps", "5", "profile_steps='5' is not 'first,last'"),
+    ("profile_steps", "6,2", "profile_steps='6,2': need 1 <= first <= last"),
 ])
 def test_bad_config_values_fail_before_anything_is_written(tiny_config, tmp_path, field, value,
                                                            message):

@@ -1,5 +1,6 @@
 """End-to-end BERT pretraining runs on a tiny model: learning, sharding, resume, outputs."""
 
+import glob
 import json
 import os
 import shutil
@@ -70,6 +71,22 @@ def test_loss_falls_and_run_outputs_are_written(tiny_config, tmp_path, capsys):
       int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
   assert checkpoints == [20, 30, 40]  # every 10 steps, the last 3 kept
   assert "Done: 40 steps" in capsys.readouterr().out
+
+
+def test_mfu_is_logged_and_profile_steps_are_traced(tiny_config, tmp_path):
+  tiny_config.update(num_train_steps=10, peak_flops_per_chip=1e9, profile_steps="6,7")
+  workdir = str(tmp_path / "run")
+  pretrain.run(tiny_config, workdir)
+  flops_per_token = objectives.get(tiny_config).flops_per_token()
+  records = train_records(workdir)
+  assert [r["step"] for r in records] == [5, 10]
+  for record in records:
+    assert record["model_flops_per_second"] == pytest.approx(
+        record["tokens_per_second"] * flops_per_token, rel=1e-6)
+    assert record["mfu"] == pytest.approx(record["model_flops_per_second"] /
+                                          (1e9 * jax.device_count()))
+  traces = glob.glob(os.path.join(workdir, "profile", "**", "*.xplane.pb"), recursive=True)
+  assert len(traces) == 1
 
 
 def test_nsp_off_trains_mlm_only(tiny_config, tmp_path):

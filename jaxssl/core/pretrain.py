@@ -20,6 +20,7 @@ from jaxssl import metrics as metrics_lib
 from jaxssl import pretrained
 from jaxssl import sharding
 from jaxssl import workdir as workdir_lib
+from jaxssl.core import flops
 from jaxssl.core import objectives
 from jaxssl.core import probes
 from jaxssl.core import rng as rng_lib
@@ -200,6 +201,16 @@ def run(config, workdir):
     shutil.rmtree(scratch_dir, ignore_errors=True)
 
 
+def peak_flops(config):
+  """All devices' peak FLOP/s, that logged MFU divides model FLOP/s by: config's
+  peak_flops_per_chip, else the chip's datasheet bf16 rate (``flops.PEAK_BF16_FLOPS``) when the
+  model computes in bfloat16; None (no MFU logged) otherwise."""
+  per_chip = config.get("peak_flops_per_chip", 0.0)
+  if not per_chip and config.model.dtype == "bfloat16":
+    per_chip = flops.peak_flops(jax.devices()[0].device_kind)
+  return per_chip * jax.device_count() if per_chip else None
+
+
 def train(config, workdir, objective, init, tokenizer, batches, baseline, mesh, prober=None):
   """Builds (or restores) the sharded state and runs the train loop, probing its encoder with
   ``prober`` (a ``probes.Prober``) if given; returns the last evaluation's metrics."""
@@ -240,11 +251,15 @@ def train(config, workdir, objective, init, tokenizer, batches, baseline, mesh, 
       totals = trainer.add_sums(totals, sums)
     return {**objective.summarize(totals), **baseline.metrics}
 
+  flops_per_token = objective.flops_per_token()
+
   def global_batches():
     while True:
       batch = next(train_batches)
+      tokens = objective.real_tokens(batch, tokenizer) * jax.process_count()
       yield sharding.global_batch(batch, mesh), {
-          "tokens": objective.real_tokens(batch, tokenizer) * jax.process_count()
+          "tokens": tokens,
+          "model_flops": tokens * flops_per_token
       }
 
   def save(step, state, metrics):
@@ -273,7 +288,10 @@ def train(config, workdir, objective, init, tokenizer, batches, baseline, mesh, 
           description=f"{config.objective} pretrain",
           progress_metric=objective.progress_metric,
           probe=probe,
-          probe_every=config.get("probe_every", 0))
+          probe_every=config.get("probe_every", 0),
+          peak_flops=peak_flops(config),
+          profile_steps=validation.profile_steps(config.get("profile_steps", "")),
+          profile_dir=os.path.join(workdir, "profile"))
       if not eval_metrics:  # resumed a finished run
         eval_metrics = evaluate(state)
   finally:  # pending checkpoint writes finish even when training stops on an error

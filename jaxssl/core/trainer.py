@@ -80,14 +80,19 @@ def train(state,
           progress_metric: str,
           stop_early: Callable | None = None,
           probe: Callable | None = None,
-          probe_every: int = 0):
+          probe_every: int = 0,
+          peak_flops: float | None = None,
+          profile_steps: tuple[int, int] | None = None,
+          profile_dir: str | None = None):
   """Runs ``train_step`` from ``start_step`` to ``num_steps``; returns (state, last
   evaluation's metrics).
 
   ``batches`` yields ``(batch, counts)``: the step's input and ``{unit: n}`` of what it holds
-  (real tokens, rows), logged as ``{unit}_per_second`` over the window's training time: without
-  evaluation, checkpoints, or the calls that compiled the step for a new batch shape (logged
-  apart as ``compile_seconds``). ``train_step(state, batch, rng) ->
+  (real tokens, rows, model FLOPs), logged as ``{unit}_per_second`` over the window's training
+  time: without evaluation, checkpoints, or the calls that compiled the step for a new batch
+  shape (logged apart as ``compile_seconds``); with ``peak_flops`` (all devices' together),
+  ``model_flops_per_second`` over it is logged as ``mfu``. ``profile_steps`` (first, last):
+  steps traced by ``jax.profiler`` into ``profile_dir``. ``train_step(state, batch, rng) ->
   (state, sums)``; ``summarize(sums, num_steps) -> metrics``; ``evaluate(state) -> metrics``;
   ``save(step, state, metrics)`` checkpoints every ``checkpoint_every`` steps and at the end,
   with the evaluation's metrics when one ran at that step (else None). SIGTERM or
@@ -106,6 +111,7 @@ def train(state,
       desc=description,
       disable=jax.process_index() != 0,
       dynamic_ncols=True)
+  tracing = False
   try:
     if probe is not None and start_step == 0:
       writer.write(0, "probe", probe(state))
@@ -118,12 +124,19 @@ def train(state,
     while step < num_steps:
       batch, counts = next(batches)
       shapes = tuple(jnp.shape(leaf) for leaf in jax.tree.leaves(batch))
+      if profile_steps and step + 1 == profile_steps[0]:
+        jax.profiler.start_trace(profile_dir)
+        tracing = True
       called = time.perf_counter()
       state, sums = train_step(state, batch, rng)
       if shapes not in compiled_shapes:  # jit traced and compiled the step inside that call
         compiled_shapes.add(shapes)
         window_compile += time.perf_counter() - called
       step += 1
+      if tracing and step == profile_steps[1]:
+        jax.block_until_ready(state)
+        jax.profiler.stop_trace()
+        tracing = False
       window_sums = add_sums(window_sums, sums)
       window_counts = {unit: window_counts.get(unit, 0) + n for unit, n in counts.items()}
       window_steps += 1
@@ -146,6 +159,8 @@ def train(state,
         elapsed = time.perf_counter() - window_start - window_compile
         for unit, count in window_counts.items():
           train_metrics[f"{unit}_per_second"] = count / elapsed
+        if peak_flops and "model_flops_per_second" in train_metrics:
+          train_metrics["mfu"] = train_metrics["model_flops_per_second"] / peak_flops
         if window_compile:
           train_metrics["compile_seconds"] = window_compile
         train_metrics["learning_rate"] = float(schedule(step))
@@ -153,6 +168,8 @@ def train(state,
         postfix = {progress_metric: f"{train_metrics[progress_metric]:.3f}"}
         if "tokens_per_second" in train_metrics:
           postfix["tok_s"] = f"{train_metrics['tokens_per_second']:.0f}"
+        if "mfu" in train_metrics:
+          postfix["mfu"] = f"{train_metrics['mfu']:.1%}"
         progress.set_postfix(postfix)
         window_sums, window_counts, window_steps, window_compile = None, {}, 0, 0.0
         window_start = time.perf_counter()
@@ -177,5 +194,7 @@ def train(state,
                       "same command to resume.")
     return state, eval_metrics
   finally:
+    if tracing:  # the run stopped inside the traced steps: the trace is still written
+      jax.profiler.stop_trace()
     progress.close()
     stop.close()

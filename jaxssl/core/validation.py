@@ -41,6 +41,7 @@ RANGES = {
     "max_question_length": (1, math.inf, True, True),
     "n_best": (1, math.inf, True, True),
     "max_answer_length": (1, math.inf, True, True),
+    "peak_flops_per_chip": (0, math.inf, True, False),
 }
 DTYPES = ("float32", "bfloat16", "float16")  # model.dtype and model.param_dtype
 
@@ -78,6 +79,22 @@ def check_fields(config):
     value = _value(config, field)
     if value is not None and value not in DTYPES:
       raise ValueError(f"{field}={value!r} is not a supported dtype; use one of {DTYPES}.")
+  profile_steps(_value(config, "profile_steps") or "")
   decay = _value(config, "lr_decay")
   if decay is not None and decay not in steps.DECAYS:
     raise ValueError(f"lr_decay={decay!r} is not a schedule; use one of {sorted(steps.DECAYS)}.")
+
+
+def profile_steps(text):
+  """(first, last) of a ``profile_steps`` value "first,last" (1 <= first <= last), or None for
+  ""; anything else is a ValueError naming the value."""
+  if not text:
+    return None
+  parts = text.split(",")
+  if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+    raise ValueError(f"profile_steps={text!r} is not 'first,last'; give two step numbers, "
+                     "e.g. --config.profile_steps=100,105.")
+  first, last = (int(part) for part in parts)
+  if not 1 <= first <= last:
+    raise ValueError(f"profile_steps={text!r}: need 1 <= first <= last, e.g. 100,105.")
+  return first, last

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxssl.core import flops
 from jaxssl.core import rng as rng_lib
 from jaxssl.core import steps
 from jaxssl.core.objectives import losses
@@ -199,6 +200,13 @@ class Objective:
         **processes,
         **pair_options)
     return train, evaluation
+
+  def flops_per_token(self):
+    """Model FLOPs of a train step per token (``jaxssl.core.flops``): the encoder, and the MLM
+    head at the max_predictions_per_seq positions it scores per row."""
+    cfg, config = self.model_config, self.config
+    return (flops.blocks_flops_per_token(cfg, config.max_seq_length) + flops.output_flops_per_token(
+        cfg.hidden_size, cfg.vocab_size, config.max_predictions_per_seq / config.max_seq_length))
 
   @staticmethod
   def real_tokens(batch, tokenizer):

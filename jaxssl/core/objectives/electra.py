@@ -14,6 +14,7 @@ import optax
 
 from flax import nnx
 
+from jaxssl.core import flops
 from jaxssl.core import rng as rng_lib
 from jaxssl.core import steps
 from jaxssl.core.objectives import bert as bert_objective
@@ -81,6 +82,18 @@ class Objective(bert_objective.Objective):
     return electra.ElectraForPretraining(cfg,
                                          electra.generator_config(cfg, self.config.generator_size),
                                          rngs)
+
+  def flops_per_token(self):
+    """Model FLOPs of a train step per token (``jaxssl.core.flops``): the discriminator with its
+    per-token head (a (d, d) transform and one logit), and the generator with its MLM head at
+    the masked positions."""
+    cfg, config = self.model_config, self.config
+    generator = electra.generator_config(cfg, config.generator_size)
+    return (flops.blocks_flops_per_token(cfg, config.max_seq_length) +
+            flops.output_flops_per_token(cfg.hidden_size, 1, 1) +
+            flops.blocks_flops_per_token(generator, config.max_seq_length) +
+            flops.output_flops_per_token(generator.hidden_size, cfg.vocab_size,
+                                         config.max_predictions_per_seq / config.max_seq_length))
 
   def steps(self, graphdef, optimizer, tokenizer):
     config, special = self.config, bert_objective.special_ids(tokenizer)

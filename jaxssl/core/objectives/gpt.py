@@ -7,6 +7,7 @@ metrics and the baseline the run is judged against.
 import numpy as np
 from flax import nnx
 
+from jaxssl.core import flops
 from jaxssl.core import rng as rng_lib
 from jaxssl.core import steps
 from jaxssl.core.objectives import losses
@@ -98,6 +99,13 @@ class Objective:
         **processes,
         **options)
     return train, evaluation
+
+  def flops_per_token(self):
+    """Model FLOPs of a train step per token (``jaxssl.core.flops``): the decoder and its
+    vocabulary projection at every position."""
+    cfg = self.model_config
+    return (flops.blocks_flops_per_token(cfg, self.config.max_seq_length) +
+            flops.output_flops_per_token(cfg.hidden_size, cfg.vocab_size, 1, transform=False))
 
   @staticmethod
   def real_tokens(batch, tokenizer):
