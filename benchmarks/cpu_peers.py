@@ -72,6 +72,8 @@ from jaxssl.data import corpora
 from jaxssl.data import pretraining
 from jaxssl.data import tokenizer as tokenizer_lib
 
+import peers  # benchmarks/peers.py, beside this script
+
 _TINY = flags.DEFINE_bool("tiny", False, "Tiny model and batch (a quick check of the script).")
 _STEPS = flags.DEFINE_integer("steps", 5, "Train steps timed together per framework and round.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed rounds (the median round is reported).")
@@ -204,23 +206,6 @@ def peer_batch(batch, config, tokenizer):
   }
 
 
-def hf_config(model_config, **fields):
-  """transformers' BertConfig of the same model (``fields``: options such as the attention)."""
-  return transformers.BertConfig(
-      vocab_size=model_config.vocab_size,
-      hidden_size=model_config.hidden_size,
-      num_hidden_layers=model_config.num_layers,
-      num_attention_heads=model_config.num_heads,
-      intermediate_size=model_config.mlp_dim,
-      hidden_act="gelu",  # exact GELU, as jaxssl's encoder
-      hidden_dropout_prob=model_config.dropout_rate,
-      attention_probs_dropout_prob=model_config.attention_dropout_rate,
-      max_position_embeddings=model_config.max_position,
-      type_vocab_size=model_config.type_vocab_size,
-      layer_norm_eps=model_config.layer_norm_eps,
-      **fields)
-
-
 def first_step_seconds(runner):
   """Seconds of the first step: tracing and compilation (and one step), as gpu_throughput.py."""
   start = time.perf_counter()
@@ -273,7 +258,8 @@ class FlaxPeer(Runner):
   name = "transformers Flax"
 
   def __init__(self, config, model_config, batch):
-    model = transformers.FlaxBertForPreTraining(hf_config(model_config), seed=0, dtype=jnp.float32)
+    model = transformers.FlaxBertForPreTraining(
+        peers.bert_config(transformers, model_config), seed=0, dtype=jnp.float32)
     self.num_params = sum(x.size for x in jax.tree.leaves(model.params))
     optimizer, _ = steps.make_optimizer(config)
     self.state = train_state.TrainState.create(
@@ -318,24 +304,12 @@ class TorchPeer(Runner):
 
   def __init__(self, config, model_config, batch, compiled):
     torch.manual_seed(0)
-    model = transformers.BertForPreTraining(hf_config(model_config, attn_implementation="sdpa"))
+    model = transformers.BertForPreTraining(
+        peers.bert_config(transformers, model_config, attn_implementation="sdpa"))
     model.train()
     self.num_params = sum(p.numel() for p in model.parameters())
     parameters = list(model.parameters())
-    self.optimizer = torch.optim.AdamW([{
-        "params": [p for p in parameters if p.ndim > 1],
-        "weight_decay": config.weight_decay
-    }, {
-        "params": [p for p in parameters if p.ndim <= 1],
-        "weight_decay": 0.0
-    }],
-                                       lr=config.learning_rate,
-                                       betas=(config.adam_b1, config.adam_b2),
-                                       eps=config.adam_eps,
-                                       fused=True)
-    self.schedule = transformers.get_linear_schedule_with_warmup(self.optimizer,
-                                                                 config.warmup_steps,
-                                                                 config.num_train_steps)
+    self.optimizer, self.schedule = peers.adamw(torch, transformers, parameters, config)
     self.parameters = parameters
     self.max_grad_norm = config.max_grad_norm
     self.model = torch.compile(model) if compiled else model

@@ -54,6 +54,8 @@ from jaxssl.data import tokenizer as tokenizer_lib
 from jaxssl.models import bert
 from jaxssl.models import gpt
 
+import peers  # benchmarks/peers.py, beside this script
+
 _SMOKE = flags.DEFINE_bool("smoke", False,
                            "Tiny models and shapes: the same code path, as a CPU check.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed train steps per case (the best one counts).")
@@ -229,18 +231,11 @@ def torch_model(transformers, family, cfg):
   """transformers' PyTorch model of the same shape as jaxssl's ``cfg``, dropout off, SDPA."""
   if family == "bert":
     return transformers.BertForPreTraining(
-        transformers.BertConfig(
-            vocab_size=cfg.vocab_size,
-            hidden_size=cfg.hidden_size,
-            num_hidden_layers=cfg.num_layers,
-            num_attention_heads=cfg.num_heads,
-            intermediate_size=cfg.mlp_dim,
-            hidden_act="gelu",
+        peers.bert_config(
+            transformers,
+            cfg,
             hidden_dropout_prob=0.0,
             attention_probs_dropout_prob=0.0,
-            max_position_embeddings=cfg.max_position,
-            type_vocab_size=cfg.type_vocab_size,
-            layer_norm_eps=cfg.layer_norm_eps,
             attn_implementation="sdpa"))
   return transformers.GPT2LMHeadModel(
       transformers.GPT2Config(
@@ -287,19 +282,7 @@ def time_torch_case(modules, family, cfg, batch_size, length, predictions, num_s
   torch.manual_seed(0)
   model = torch_model(transformers, family, cfg).to(device).train()
   parameters = list(model.parameters())
-  optimizer = torch.optim.AdamW([{
-      "params": [p for p in parameters if p.ndim > 1],
-      "weight_decay": OPTIMIZER.weight_decay
-  }, {
-      "params": [p for p in parameters if p.ndim <= 1],
-      "weight_decay": 0.0
-  }],
-                                lr=OPTIMIZER.learning_rate,
-                                betas=(OPTIMIZER.adam_b1, OPTIMIZER.adam_b2),
-                                eps=OPTIMIZER.adam_eps,
-                                fused=True)
-  schedule = transformers.get_linear_schedule_with_warmup(optimizer, OPTIMIZER.warmup_steps,
-                                                          OPTIMIZER.num_train_steps)
+  optimizer, schedule = peers.adamw(torch, transformers, parameters, OPTIMIZER)
   forward = torch.compile(model) if compiled else model
   batch = {
       name: torch.from_numpy(value).to(device) for name, value in torch_batch(
