@@ -31,11 +31,18 @@ def get_config(arg=None):
   config.seed = 0  # Seeds parameters, document order and dropout.
 
   # Data.
-  config.dataset = "wikipedia/20230601.en" if accelerator else "jaxssl_corpus/en"  # TFDS name.
+  # TFDS name, or your own text: a path, folder or glob of .txt/.jsonl/.parquet files, or
+  # hf:NAME[/CONFIG] (jaxssl.data.sources).
+  config.dataset = "wikipedia/20230601.en" if accelerator else "jaxssl_corpus/en"
   # TFDS data dir (None: TFDS's default, ~/tensorflow_datasets).
   config.data_dir = ml_collections.FieldReference(None, field_type=str)
-  config.text_key = "text"  # Feature holding each document's text.
-  # TFDS splits to pretrain and evaluate on (Wikipedia has only "train": hold 1% of it out).
+  config.text_key = "text"  # Feature (JSONL field, Parquet column) holding each document's text.
+  config.txt_documents = "file"  # A .txt file's documents: the whole "file", or each "paragraph".
+  # Where splits tokenized once are kept for later runs (jaxssl.data.prepared); "": the
+  # $JAXSSL_CACHE directory, else ~/.cache/jaxssl, then prepared/.
+  config.prepared_dir = ""
+  # TFDS splits to pretrain and evaluate on (Wikipedia and local files have only "train": hold
+  # 1% of it out).
   config.train_split = "train[1%:]" if accelerator else "train"
   config.eval_split = "train[:1%]" if accelerator else "validation"
   config.max_seq_length = 1024 if accelerator else 128  # Tokens per packed row.
@@ -93,7 +100,8 @@ def get_config(arg=None):
   # Model-FLOPs utilisation, logged per record: model FLOP/s over this peak per chip; 0: the
   # chip's datasheet bf16 peak (jaxssl.core.flops) when model.dtype is bfloat16, else no MFU.
   config.peak_flops_per_chip = 0.0
-  config.profile_steps = ""  # "first,last": a jax.profiler trace of those steps in <workdir>/profile.
+  # "first,last": a jax.profiler trace of those steps, written to <workdir>/profile.
+  config.profile_steps = ""
   config.eval_every = 10_000 if accelerator else 150  # Steps between evaluations (and at the end).
   config.eval_batches = 50 if accelerator else 16  # Validation batches per evaluation.
   config.checkpoint_every = 10_000 if accelerator else 150  # Steps between checkpoints (+ the end).

@@ -81,6 +81,8 @@ def check_compatible(workdir, config, identity_fields):
   previous = json.loads(read_config(workdir).to_json())
   current = json.loads(config.to_json())
   for field in identity_fields:
+    if field not in previous:  # added to jaxssl after that run: it ran as the default does
+      continue
     if previous.get(field) != current.get(field):
       raise ValueError(
           f"workdir {workdir} holds an incompatible run ({field}={previous.get(field)!r}, "

@@ -44,6 +44,13 @@ def shared_across_workers(tmp_path_factory, worker_id, name, build):
   return json.loads(result.read_text())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def prepared_cache(tmp_path_factory):
+  """Splits tokenized by test runs go to this session's directory, not the user's ~/.cache
+  (subprocesses inherit it)."""
+  os.environ["JAXSSL_CACHE"] = str(tmp_path_factory.mktemp("jaxssl_cache"))
+
+
 @pytest.fixture(scope="session")
 def tfds_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("tfds"))

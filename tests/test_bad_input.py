@@ -53,6 +53,7 @@ def test_unknown_config_argument(tmp_path, config, expected):
         ("jaxssl_corpus/no_such_corpus", "train", "no_such_corpus"),
         ("no_such_dataset", "train", "no_such_dataset"),
         (SMALL_CORPUS, "train[:0]", "train[:0]"),  # an empty corpus
+        ("/no/such/folder/*.txt", "train", "matches no .txt, .jsonl, .parquet file"),
     ])
 def test_missing_or_empty_corpus(tiny_config, tmp_path, dataset, split, expected):
   tiny_config.dataset = dataset

@@ -37,7 +37,8 @@ def test_one_vocabulary_encodes_both_languages(tfds_dir, tmp_path):
   config = load_config("bert_pretrain", "corpus=bilingual")
   config.update(data_dir=tfds_dir, vocab_size=3000)
   train_texts = corpora.load_texts(config.dataset, "train[:4%]", tfds_dir)
-  tokenizer = pretrain.load_tokenizer(config, str(tmp_path / "run"), train_texts, str(tmp_path))
+  tokenizer = pretrain.load_tokenizer(config, str(tmp_path / "run"), lambda: train_texts,
+                                      str(tmp_path))
   held_out = corpora.load_texts(config.dataset, "validation", tfds_dir)
   for language, texts in (("en", [t for t in held_out if not HAN.search(t)]),
                           ("zh", [t for t in held_out if HAN.search(t)])):

@@ -7,6 +7,7 @@ to the workdir.
 
 import contextlib
 import dataclasses
+import functools
 import os
 import shutil
 import tempfile
@@ -28,15 +29,16 @@ from jaxssl.core import steps
 from jaxssl.core import trainer
 from jaxssl.core import validation
 from jaxssl.data import corpora
+from jaxssl.data import prepared
 from jaxssl.data import pretraining
 from jaxssl.data import tokenizer as tokenizer_lib
 
 # Fields that fix what a workdir's checkpoints and tokenizer mean: resuming with any other
 # value would silently train a different run.
-RUN_IDENTITY_FIELDS = ("objective", "init_from", "seed", "dataset", "text_key", "train_split",
-                       "vocab_size", "tokenizer", "max_seq_length", "max_predictions_per_seq",
-                       "short_seq_prob", "mask_prob", "nsp", "model", "batch_size",
-                       "generator_size")
+RUN_IDENTITY_FIELDS = ("objective", "init_from", "seed", "dataset", "text_key", "txt_documents",
+                       "train_split", "vocab_size", "tokenizer", "max_seq_length",
+                       "max_predictions_per_seq", "short_seq_prob", "mask_prob", "nsp", "model",
+                       "batch_size", "generator_size")
 # Model config fields a run's config.model may set on a checkpoint: they change no shapes.
 INIT_OVERRIDES = ("dtype", "param_dtype", "dropout_rate", "attention_dropout_rate", "remat",
                   "scan_layers", "attention_implementation")
@@ -126,15 +128,16 @@ def with_checkpoint_params(params, init, prefix):
 
 
 def load_tokenizer(config, workdir, train_texts, scratch_dir):
-  """The workdir's tokenizer on resume, else ``config.tokenizer``, else one trained now (into
-  ``scratch_dir``: it moves into the workdir only once every check has passed)."""
+  """The workdir's tokenizer on resume, else ``config.tokenizer``, else one trained now on
+  ``train_texts()`` (into ``scratch_dir``: it moves into the workdir only once every check has
+  passed)."""
   path = workdir_lib.path(workdir, tokenizer_lib.MODEL_FILE)
   if not os.path.exists(path):
     path = config.tokenizer
   if not path:
     path = os.path.join(scratch_dir, tokenizer_lib.MODEL_FILE)
     if jax.process_index() == 0:
-      sentences = (s for text in train_texts for s in pretraining.split_sentences(text))
+      sentences = (s for text in train_texts() for s in pretraining.split_sentences(text))
       tokenizer_lib.train_tokenizer(sentences, config.vocab_size, path)
     if jax.process_count() > 1:
       copy_from_process_zero(path)
@@ -144,6 +147,16 @@ def load_tokenizer(config, workdir, train_texts, scratch_dir):
         f"tokenizer {path} has {tokenizer.vocab_size} tokens but the "
         f"model embeds vocab_size={config.vocab_size}; set vocab_size={tokenizer.vocab_size}.")
   return tokenizer
+
+
+def prepared_documents(config, split, tokenizer, texts):
+  """``split``'s documents → sentences → token ids, tokenized once per corpus and tokenizer
+  into ``config.prepared_dir`` (``jaxssl.data.prepared``); ``texts()`` is read only then."""
+  identity = prepared.source_identity(
+      config.dataset, split, config.text_key, config.txt_documents,
+      lambda: corpora.dataset_version(config.dataset, config.data_dir))
+  return prepared.documents(config.prepared_dir or prepared.default_root(), identity, tokenizer,
+                            texts, f"{config.dataset} {split}")
 
 
 def copy_from_process_zero(path):
@@ -170,16 +183,19 @@ def run(config, workdir):
   workdir_lib.check_compatible(workdir, config, RUN_IDENTITY_FIELDS)
 
   # --- Corpus and tokenizer (trained into a scratch dir until every check has passed).
-  train_texts = corpora.load_texts(config.dataset, config.train_split, config.data_dir,
-                                   config.text_key)
-  eval_texts = corpora.load_texts(config.dataset, config.eval_split, config.data_dir,
-                                  config.text_key)
+  texts = {
+      split:
+          functools.cache(lambda split=split: corpora.load_texts(
+              config.dataset, split, config.data_dir, config.text_key, config.txt_documents))
+      for split in (config.train_split, config.eval_split)
+  }
   scratch_dir = tempfile.mkdtemp(prefix="jaxssl_")
   try:
-    tokenizer = init.tokenizer if init else load_tokenizer(config, workdir, train_texts,
-                                                           scratch_dir)
-    train_documents = pretraining.tokenize_documents(tokenizer, train_texts)
-    eval_documents = pretraining.tokenize_documents(tokenizer, eval_texts)
+    tokenizer = init.tokenizer if init else load_tokenizer(config, workdir,
+                                                           texts[config.train_split], scratch_dir)
+    train_documents, eval_documents = (
+        prepared_documents(config, split, tokenizer, texts[split])
+        for split in (config.train_split, config.eval_split))
     processes = dict(process_index=jax.process_index(), process_count=jax.process_count())
     batches = objective.batches(tokenizer, train_documents, eval_documents, processes)
 

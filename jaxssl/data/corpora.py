@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxssl.data import builders  # pylint: disable=unused-import  (registers the shipped datasets)
+from jaxssl.data import sources
 
 # Without TensorFlow, TFDS registers its older catalog packages (wikipedia, glue, c4, ...) lazily,
 # and its own loader stops at the first package whose optional dependency is missing (h5py for
@@ -84,14 +85,27 @@ def _all_records(source) -> list:
     return [source[index] for index in indices]  # whose batched read takes no keys
 
 
-def load_texts(name: str, split: str, data_dir: str | None, text_key: str = "text") -> list[str]:
+def dataset_version(name: str, data_dir: str | None) -> str:
+  """A TFDS dataset's full name with its version (e.g. 'jaxssl_corpus/en/1.0.0'), which changes
+  when its contents do."""
+  return _builder(name, data_dir).info.full_name
+
+
+def load_texts(name: str,
+               split: str,
+               data_dir: str | None,
+               text_key: str = "text",
+               txt_documents: str = "file") -> list[str]:
   """Texts of a split's documents, preparing the dataset in ``data_dir`` first if needed.
 
   ``name`` is 'jaxssl_corpus/en', 'jaxssl_corpus/zh', 'jaxssl_corpus/bilingual' (both),
-  'jaxssl_corpus/<corpus file>' (e.g. 'jaxssl_corpus/moby_dick') or any TFDS catalog name;
-  ``split`` may carry a TFDS slice such as 'train[:10%]'. Documents whose text is empty or
-  whitespace are skipped.
+  'jaxssl_corpus/<corpus file>' (e.g. 'jaxssl_corpus/moby_dick'), any TFDS catalog name, or
+  local files or an ``hf:`` dataset (``jaxssl.data.sources``, which reads them, with
+  ``txt_documents``); ``split`` may carry a TFDS slice such as 'train[:10%]'. Documents whose
+  text is empty or whitespace are skipped.
   """
+  if sources.is_external(name):
+    return _external_texts(name, split, text_key, txt_documents)
   builder = _builder(name, data_dir)
   if text_key not in builder.info.features:
     raise ValueError(f"text_key={text_key!r} is not a feature of {name}; "
@@ -102,6 +116,34 @@ def load_texts(name: str, split: str, data_dir: str | None, text_key: str = "tex
   if not texts:
     raise ValueError(f"split {split!r} of {name} has no non-empty {text_key!r}; "
                      "choose another split or text_key")
+  return texts
+
+
+def _external_texts(name, split, text_key, txt_documents):
+  """``load_texts`` of local files or an ``hf:`` dataset; a local corpus's one split, "train",
+  sliced by TFDS's split syntax. Prints how many empty documents were skipped."""
+  if name.startswith(sources.HF_PREFIX):
+    documents = sources.hf_documents(name, split, text_key)
+  else:
+    documents = sources.local_documents(name, text_key, txt_documents)
+    info = tfds.core.SplitInfo(name="train", shard_lengths=[len(documents)], num_bytes=0)
+    try:
+      instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute({"train": info})
+    except (ValueError, AssertionError) as error:
+      raise ValueError(f"split {split!r} of {name}: {error} A local corpus has one split, "
+                       "'train'; hold part of it out with --config.train_split='train[1%:]' "
+                       "--config.eval_split='train[:1%]'.") from None
+    documents = [
+        document for instruction in instructions
+        for document in documents[instruction.from_:instruction.to]
+    ]
+  texts = [document for document in documents if document.strip()]
+  if len(texts) < len(documents):
+    print(f"{name} {split}: skipped {len(documents) - len(texts)} empty document(s) of "
+          f"{len(documents)}.")
+  if not texts:
+    raise ValueError(f"split {split!r} of {name} has no non-empty document; check the files "
+                     "and text_key.")
   return texts
 
 
