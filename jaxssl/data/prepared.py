@@ -6,7 +6,8 @@ them before, else tokenizing the texts now (with a progress bar) and writing the
 key hashes what fixes the result: the dataset name, split, ``text_key`` and ``txt_documents``;
 for local files each file's path, size and modification time; for TFDS datasets the prepared
 dataset's version; and the tokenizer model file's bytes. A changed file or tokenizer is a new
-key, so stale shards are never read.
+key, so stale shards are never read; an ``hf:`` dataset is keyed by its name and split only
+(delete its directory to read a new revision).
 
 A prepared split is a directory of ``shard-NNNNN.array_record`` files, one record per document
 (``encode_document``'s int32 layout), and ``index.json`` (counts, shards, the key's inputs).
