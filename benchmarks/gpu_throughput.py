@@ -218,7 +218,11 @@ def torch_modules():
     return (importlib.import_module("torch"), importlib.import_module("transformers")), None
   except ImportError:
     print("torch or transformers is absent: pip install torch 'transformers<5' ...", flush=True)
-  subprocess.run([sys.executable, "-m", "pip", "install", "-q", "torch", "transformers<5"],
+  # Few retries: a machine without network should fail in seconds, not eat the GPU rental.
+  subprocess.run([
+      sys.executable, "-m", "pip", "install", "-q", "--retries=1", "--timeout=20", "torch",
+      "transformers<5"
+  ],
                  check=False)
   importlib.invalidate_caches()
   try:
@@ -313,7 +317,7 @@ def time_torch_case(modules, family, cfg, batch_size, length, predictions, num_s
 
 
 def result_row(row, seconds, compile_seconds, cfg, family, predictions):
-  """``row`` with the step time and what follows from it: tokens/s, model FLOP/s, MFU."""
+  """``row`` with the step time and what follows from it: tokens/s and model FLOP/s."""
   tokens_per_second = row["batch_size"] * row["length"] / seconds
   model_flops = tokens_per_second * flops_per_token(cfg, family, row["length"], predictions)
   return {
