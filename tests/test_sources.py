@@ -48,6 +48,8 @@ def test_paragraph_documents_globs_and_text_key(folder, tmp_path):
   write_jsonl(tmp_path / "body.jsonl", [{"body": "One."}, {"body": "Two."}])
   assert corpora.load_texts(str(tmp_path / "body.jsonl"), "train", None, "body") == ["One.", "Two."]
   assert corpora.load_texts(f"{folder}/**/*.parquet", "train", None) == ["Dee one.", "Dee two."]
+  assert corpora.load_texts(f"{folder}/**", "train", None) == corpora.load_texts(
+      str(folder), "train", None)  # the folder and its files, each read once
 
 
 def test_splits_slice_the_one_train_split(tmp_path):

@@ -49,6 +49,7 @@ def local_files(name: str) -> list[str]:
     elif pattern == path:  # named explicitly, not matched by a glob
       raise ValueError(f"dataset={name!r} is not a {'/'.join(SUFFIXES)} file; rename it to the "
                        "suffix of its format.")
+  files = sorted(set(files))  # "corpus/**" matches the folder and the files in it
   if not files:
     raise ValueError(f"dataset={name!r} matches no {', '.join(SUFFIXES)} file; check the path "
                      "(a folder is searched recursively, a glob may use **).")
