@@ -37,7 +37,8 @@ _FULL = dict(batch_size=32, learning_rate=1e-4, warmup_ratio=0.1, group_by_lengt
 # task -> the fields of its full recipe; num_train_steps * batch_size / train rows = epochs.
 RECIPES = {
     "sentiment": dict(_FULL, max_seq_length=128, num_train_steps=460),  # 2 epochs of 7,339
-    "rating": dict(_FULL, max_seq_length=128, num_train_steps=460),  # 2 epochs of 7,339
+    # 2 epochs of 7,339; the rate chosen among 5e-5, 1e-4, 2e-4 by seed 0's dev Pearson.
+    "rating": dict(_FULL, max_seq_length=128, num_train_steps=460, learning_rate=2e-4),
     "sentiment_zh": dict(_FULL, max_seq_length=128, num_train_steps=435),  # 1 epoch of 13,891
     # 1 epoch of the first 9,600 of 49,604 pairs.
     "paraphrase": dict(_FULL, train_split="train[:9600]", max_seq_length=128, num_train_steps=300),
