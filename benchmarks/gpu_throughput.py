@@ -242,18 +242,12 @@ def torch_model(transformers, family, cfg):
             attention_probs_dropout_prob=0.0,
             attn_implementation="sdpa"))
   return transformers.GPT2LMHeadModel(
-      transformers.GPT2Config(
-          vocab_size=cfg.vocab_size,
-          n_positions=cfg.max_position,
-          n_embd=cfg.hidden_size,
-          n_layer=cfg.num_layers,
-          n_head=cfg.num_heads,
-          n_inner=cfg.mlp_dim,
-          activation_function="gelu_new" if cfg.mlp == "gelu_tanh" else "gelu",
+      peers.gpt2_config(
+          transformers,
+          cfg,
           resid_pdrop=0.0,
           embd_pdrop=0.0,
           attn_pdrop=0.0,
-          layer_norm_epsilon=cfg.layer_norm_eps,
           attn_implementation="sdpa"))
 
 

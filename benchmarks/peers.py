@@ -1,24 +1,24 @@
-"""What the benchmarks' transformers peers share: the BERT config of a jaxssl model, and
-PyTorch's AdamW set up as jaxssl's (decay on matrices only, fused kernel, linear schedule)."""
+"""What the benchmarks' transformers peers share: the transformers config of a jaxssl model (as
+jaxssl's export writes it), and PyTorch's AdamW set up as jaxssl's (decay on matrices only,
+fused kernel, linear schedule)."""
+
+from jaxssl.convert import hf_bert
+from jaxssl.convert import hf_gpt
 
 
 def bert_config(transformers, model_config, **fields):
-  """transformers' BertConfig of the same model; ``fields`` override (attention, dropout)."""
-  return transformers.BertConfig(
-      **{
-          "vocab_size": model_config.vocab_size,
-          "hidden_size": model_config.hidden_size,
-          "num_hidden_layers": model_config.num_layers,
-          "num_attention_heads": model_config.num_heads,
-          "intermediate_size": model_config.mlp_dim,
-          "hidden_act": "gelu",  # exact GELU, as jaxssl's encoder
-          "hidden_dropout_prob": model_config.dropout_rate,
-          "attention_probs_dropout_prob": model_config.attention_dropout_rate,
-          "max_position_embeddings": model_config.max_position,
-          "type_vocab_size": model_config.type_vocab_size,
-          "layer_norm_eps": model_config.layer_norm_eps,
-          **fields
-      })
+  """transformers' BertConfig of the same model (``jaxssl.convert.hf_bert``'s config.json);
+  ``fields`` override (attention, dropout)."""
+  return transformers.BertConfig.from_dict({
+      **hf_bert.hf_config(model_config, "BertForPreTraining"),
+      **fields
+  })
+
+
+def gpt2_config(transformers, model_config, **fields):
+  """transformers' GPT2Config of the same model (``jaxssl.convert.hf_gpt``'s config.json);
+  ``fields`` override (attention, dropout)."""
+  return transformers.GPT2Config.from_dict({**hf_gpt.hf_config(model_config), **fields})
 
 
 def adamw(torch, transformers, parameters, config):
