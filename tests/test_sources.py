@@ -118,3 +118,11 @@ def test_pretraining_on_a_folder_of_text_files(tiny_config, tfds_dir, tmp_path):
   assert np.isfinite(eval_metrics["mlm_loss"])
   losses = [r["mlm_loss"] for r in metrics.read_metrics(workdir) if r["split"] == "train"]
   assert losses[-1] < losses[0]
+
+
+def test_a_file_changed_between_two_reads_is_read_again(tmp_path):
+  corpus = tmp_path / "c.jsonl"
+  write_jsonl(corpus, [{"text": "Old."}])
+  assert corpora.load_texts(str(corpus), "train", None) == ["Old."]
+  write_jsonl(corpus, [{"text": "New, longer."}])
+  assert corpora.load_texts(str(corpus), "train", None) == ["New, longer."]

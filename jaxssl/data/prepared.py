@@ -64,9 +64,7 @@ def source_identity(dataset: str, split: str, text_key: str, txt_documents: str,
   identity = {"dataset": dataset, "split": split, "text_key": text_key}
   if sources.is_external(dataset) and not dataset.startswith(sources.HF_PREFIX):
     identity["txt_documents"] = txt_documents
-    identity["files"] = [[os.path.abspath(path),
-                          os.stat(path).st_size,
-                          os.stat(path).st_mtime_ns] for path in sources.local_files(dataset)]
+    identity["files"] = [list(sources.file_identity(path)) for path in sources.local_files(dataset)]
   elif not sources.is_external(dataset):
     identity["version"] = tfds_version()
   return identity

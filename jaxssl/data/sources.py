@@ -110,12 +110,27 @@ def _parquet_documents(path: str, text_key: str) -> list[str]:
   return [value for value in values if value is not None]
 
 
-@functools.lru_cache(maxsize=2)  # a run reads its train and eval splits from one read
 def local_documents(name: str, text_key: str, txt_documents: str) -> tuple[str, ...]:
+  """The documents of the files ``name`` names, in order (``local_files``)."""
   if txt_documents not in TXT_DOCUMENTS:
     raise ValueError(f"txt_documents={txt_documents!r}: use one of {TXT_DOCUMENTS}.")
+  return _read_files(
+      tuple(file_identity(path) for path in local_files(name)), text_key, txt_documents)
+
+
+def file_identity(path: str) -> tuple[str, int, int]:
+  """(absolute path, size, modification time in ns): a changed file is another identity."""
+  stat = os.stat(path)
+  return os.path.abspath(path), stat.st_size, stat.st_mtime_ns
+
+
+# A run reads its train and eval splits from one read; keyed by the files' identities, so a
+# file changed since (a second run in the same process) is read again.
+@functools.lru_cache(maxsize=2)
+def _read_files(files: tuple[tuple[str, int, int], ...], text_key: str,
+                txt_documents: str) -> tuple[str, ...]:
   documents = []
-  for path in local_files(name):
+  for path, _, _ in files:
     if path.endswith(".txt"):
       documents += _txt_documents(path, txt_documents)
     elif path.endswith(".jsonl"):
