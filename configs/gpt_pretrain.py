@@ -41,6 +41,10 @@ def get_config(arg=None):
   # Where splits tokenized once are kept for later runs (jaxssl.data.prepared); "": the
   # $JAXSSL_CACHE directory, else ~/.cache/jaxssl, then prepared/.
   config.prepared_dir = ""
+  # Documents shuffled, paired or packed and batched together: host memory holds one window's
+  # tokens and examples, whatever the corpus size (lower it for long documents; see
+  # jaxssl.data.batching.StreamBatches).
+  config.window_documents = 2_000
   # TFDS splits to pretrain and evaluate on (Wikipedia and local files have only "train": hold
   # 1% of it out).
   config.train_split = "train[1%:]" if accelerator else "train"

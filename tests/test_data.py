@@ -294,8 +294,14 @@ def test_one_sentence_documents_split_the_sentence_for_real_continuations():
 # Batches
 
 
-def pair_batches(documents, **overrides) -> batching.EpochBatches:
-  options = dict(batch_size=8, max_seq_length=32, short_seq_prob=0.1, seed=7, **SPECIAL_IDS)
+def pair_batches(documents, **overrides) -> batching.StreamBatches:
+  options = dict(
+      batch_size=8,
+      max_seq_length=32,
+      short_seq_prob=0.1,
+      seed=7,
+      window_documents=1000,
+      **SPECIAL_IDS)
   return pretraining.pair_batches(documents, **{**options, **overrides})
 
 
@@ -313,41 +319,68 @@ def assert_batches_equal(left, right) -> None:
 
 def test_pair_batches_resume_at_the_next_batch(synthetic_documents):
   documents = synthetic_documents[:60]
-  uninterrupted = pair_batches(documents)
-  batches_per_epoch = uninterrupted.batches_per_epoch
-  assert batches_per_epoch > 5
-  take(uninterrupted, batches_per_epoch - 2)
-  state = uninterrupted.state()
-  assert state == {"epoch": 0, "batch": batches_per_epoch - 2}
-  expected = take(uninterrupted, 5)  # crosses into epoch 1
-  assert uninterrupted.state()["epoch"] == 1
+  uninterrupted = pair_batches(documents, window_documents=25)  # windows of 25, 25 and 10
+  positions = []
+  for _ in range(200):
+    positions.append(uninterrupted.state())
+    next(uninterrupted)
+  assert {(p["epoch"], p["window"]) for p in positions} >= {(0, 0), (0, 1), (0, 2), (1, 0)}
+  # Resume where the last window of epoch 0 has two batches left: the run crosses into epoch 1.
+  last_window = [i for i, p in enumerate(positions) if (p["epoch"], p["window"]) == (0, 2)]
+  state = positions[last_window[-2]]
+  expected = take(pair_batches(documents, window_documents=25), last_window[-2] + 5)[-5:]
 
-  resumed = pair_batches(documents)
+  resumed = pair_batches(documents, window_documents=25)
   resumed.restore(state)
   assert_batches_equal(take(resumed, 5), expected)
+  assert resumed.state()["epoch"] == 1
 
 
 def test_pair_batches_draw_new_pairs_each_epoch(synthetic_documents):
   batches = pair_batches(synthetic_documents[:60])
-  first_epoch = take(batches, batches.batches_per_epoch)
-  second_epoch_first_batch = next(batches)
-  assert batches.state() == {"epoch": 1, "batch": 1}
+  first_epoch = [next(batches)]
+  while batches.state()["epoch"] == 0:
+    first_epoch.append(next(batches))
+  second_epoch_first_batch = first_epoch.pop()
+  assert batches.state() == {"epoch": 1, "window": 0, "batch": 1}
+  assert len(first_epoch) > 5
   assert not np.array_equal(first_epoch[0]["input_ids"], second_epoch_first_batch["input_ids"])
   for batch in first_epoch:
     assert batch["input_ids"].shape == (8, 32)
     np.testing.assert_array_equal(batch["example_weights"], np.ones(8, np.float32))
 
 
-def test_process_slices_concatenate_to_the_global_batch(synthetic_documents):
-  documents = synthetic_documents[:60]
-  global_batches = take(pair_batches(documents), 6)
+class RecordingDocuments(list):
+  """A corpus that records which documents were read."""
+
+  def __init__(self, documents):
+    super().__init__(documents)
+    self.read = set()
+
+  def __getitem__(self, index):
+    self.read.add(index)
+    return super().__getitem__(index)
+
+
+def test_processes_read_disjoint_documents_that_together_cover_the_corpus(synthetic_documents):
+  # Every token of document d is 100 + d, so a row's tokens name the documents it came from.
+  documents = [[[100 + d] * len(sentence)
+                for sentence in document]
+               for d, document in enumerate(synthetic_documents[:40])]
+  corpora = [RecordingDocuments(documents) for _ in range(2)]
   per_process = [
-      take(pair_batches(documents, process_index=i, process_count=2), 6) for i in range(2)
+      pair_batches(corpus, window_documents=7, process_index=i, process_count=2)
+      for i, corpus in enumerate(corpora)
   ]
-  for step, global_batch in enumerate(global_batches):
-    for key, rows in global_batch.items():
-      assert per_process[0][step][key].shape[0] == 4
-      np.testing.assert_array_equal(np.concatenate([p[step][key] for p in per_process]), rows)
+  seen = [set(), set()]
+  for index, batches in enumerate(per_process):
+    for batch in take(batches, 40):
+      assert batch["input_ids"].shape[0] == 4  # half the global batch of 8
+      seen[index].update(int(t) - 100 for t in batch["input_ids"].ravel() if t >= 100)
+  assert corpora[0].read.isdisjoint(corpora[1].read)
+  assert corpora[0].read | corpora[1].read == set(range(40))
+  assert seen[0] <= corpora[0].read and seen[1] <= corpora[1].read
+  assert len(seen[0]) > 15 and len(seen[1]) > 15
 
 
 def test_fixed_batches_are_repeatable_and_keep_every_pair(synthetic_documents):
@@ -380,6 +413,8 @@ def test_too_small_corpora_raise(synthetic_documents):
     pair_batches([])
   with pytest.raises(ValueError, match="batch_size=10000"):
     pair_batches(synthetic_documents[:5], batch_size=10000)
+  with pytest.raises(ValueError, match="raise window_documents"):
+    pair_batches(synthetic_documents, window_documents=1)
   with pytest.raises(ValueError, match="process_count=3"):
     pair_batches(synthetic_documents, process_count=3)
   with pytest.raises(ValueError, match="no examples"):

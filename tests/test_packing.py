@@ -44,15 +44,25 @@ def test_a_row_starting_mid_document_restarts_positions():
     np.testing.assert_array_equal(rows["segment_ids"][row], np.ones(8))
 
 
+def packed_batches(docs, **overrides):
+  options = dict(batch_size=4, seed=0, max_seq_length=16, separator_id=SEP, window_documents=100)
+  return packing.packed_batches([[doc] for doc in docs], **{**options, **overrides})
+
+
 def test_epochs_reorder_documents_and_batches_resume():
   docs = documents([13] * 40)
-  batches = packing.packed_batches(docs, batch_size=4, seed=0, max_seq_length=16, separator_id=SEP)
-  first_epoch = [next(batches) for _ in range(batches.batches_per_epoch)]
-  second_epoch_first = next(batches)
+  batches = packed_batches(docs, window_documents=15)
+  first_epoch = [next(batches)]
+  while batches.state()["epoch"] == 0:
+    first_epoch.append(next(batches))
+  second_epoch_first = first_epoch.pop()
   assert not np.array_equal(first_epoch[0]["input_ids"], second_epoch_first["input_ids"])
+  # Every document of the epoch went into its rows but those cut off at a window's end.
+  starts = {int(t) // 1000 for b in first_epoch for t in b["input_ids"].ravel() if t != SEP}
+  assert len(starts) >= 34
   state = batches.state()
   expected = next(batches)
-  again = packing.packed_batches(docs, batch_size=4, seed=0, max_seq_length=16, separator_id=SEP)
+  again = packed_batches(docs, window_documents=15)
   again.restore(state)
   restored = next(again)
   for key in expected:
@@ -70,5 +80,4 @@ def test_fixed_batches_pad_with_zero_weight_rows():
 
 def test_too_small_corpus_raises():
   with pytest.raises(ValueError, match="batch_size=8"):
-    packing.packed_batches(
-        documents([5]), batch_size=8, seed=0, max_seq_length=16, separator_id=SEP)
+    packed_batches(documents([5]), batch_size=8)

@@ -23,8 +23,13 @@ def identity(**fields):
 
 
 def test_records_round_trip():
-  for document in ([[5, 6, 7], [8]], [[9]], [[10, 11], [], [12]]):
-    assert prepared.decode_document(prepared.encode_document(document)) == document
+  for document in ([[5, 6, 7], [8]], [[9]], [[10, 11], [], [12]], []):
+    decoded = prepared.decode_document(prepared.encode_document(document))
+    assert [sentence.tolist() for sentence in decoded] == document
+
+
+def as_lists(corpus):
+  return [[sentence.tolist() for sentence in document] for document in corpus]
 
 
 def test_a_split_is_tokenized_once_then_read_back(tokenizer, tmp_path, capsys):
@@ -34,7 +39,7 @@ def test_a_split_is_tokenized_once_then_read_back(tokenizer, tmp_path, capsys):
     calls.append(1)
     return TEXTS
 
-  first = prepared.documents(str(tmp_path), identity(), tokenizer, texts, "test train")
+  first = as_lists(prepared.documents(str(tmp_path), identity(), tokenizer, texts, "test train"))
   assert first == pretraining.tokenize_documents(tokenizer, TEXTS)
   assert "prepared 2 documents" in capsys.readouterr().out
   [key] = os.listdir(tmp_path)
@@ -42,11 +47,20 @@ def test_a_split_is_tokenized_once_then_read_back(tokenizer, tmp_path, capsys):
     index = json.load(f)
   assert index["documents"] == 2 and index["sentences"] == 4
   assert index["tokens"] == sum(len(s) for document in first for s in document)
+  corpus = prepared.PreparedCorpus(str(tmp_path / key))
+  assert as_lists([corpus[1], corpus[-1]]) == [first[1], first[1]]
+  with pytest.raises(IndexError):
+    corpus[2]  # pylint: disable=pointless-statement
+  ids = [token for document in first for sentence in document for token in sentence]
+  counts = corpus.unigram_counts()
+  assert counts.shape == (tokenizer.vocab_size,) and counts.sum() == len(ids)
+  assert all(counts[token] == ids.count(token) for token in ids)
 
   def unread():
     raise AssertionError("texts read although the split was prepared")
 
-  assert prepared.documents(str(tmp_path), identity(), tokenizer, unread, "test train") == first
+  assert as_lists(prepared.documents(str(tmp_path), identity(), tokenizer, unread,
+                                     "test train")) == first
   assert "reusing 2 documents" in capsys.readouterr().out
   assert calls == [1]
   # Another split, or another tokenizer, is another key.

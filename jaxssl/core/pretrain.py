@@ -36,9 +36,9 @@ from jaxssl.data import tokenizer as tokenizer_lib
 # Fields that fix what a workdir's checkpoints and tokenizer mean: resuming with any other
 # value would silently train a different run.
 RUN_IDENTITY_FIELDS = ("objective", "init_from", "seed", "dataset", "text_key", "txt_documents",
-                       "train_split", "vocab_size", "tokenizer", "max_seq_length",
-                       "max_predictions_per_seq", "short_seq_prob", "mask_prob", "nsp", "model",
-                       "batch_size", "generator_size")
+                       "window_documents", "train_split", "vocab_size", "tokenizer",
+                       "max_seq_length", "max_predictions_per_seq", "short_seq_prob", "mask_prob",
+                       "nsp", "model", "batch_size", "generator_size")
 # Model config fields a run's config.model may set on a checkpoint: they change no shapes.
 INIT_OVERRIDES = ("dtype", "param_dtype", "dropout_rate", "attention_dropout_rate", "remat",
                   "scan_layers", "attention_implementation")
@@ -159,6 +159,28 @@ def prepared_documents(config, split, tokenizer, texts):
                             texts, f"{config.dataset} {split}")
 
 
+def data_positions(train_batches):
+  """What the checkpoint records of the input: this run's position in its stream, or with
+  several processes every process's (each reads its own documents, so they differ)."""
+  position = train_batches.state()
+  if jax.process_count() == 1:
+    return position
+  keys = sorted(position)
+  rows = multihost_utils.process_allgather(np.asarray([position[key] for key in keys], np.int64))
+  return {"processes": [dict(zip(keys, map(int, row))) for row in rows]}
+
+
+def own_position(data_positions):
+  """This process's position in what ``data_positions`` recorded."""
+  if "processes" not in data_positions:
+    return data_positions
+  recorded = data_positions["processes"]
+  if len(recorded) != jax.process_count():
+    raise ValueError(f"the checkpoint was written by {len(recorded)} processes and this run has "
+                     f"{jax.process_count()}; resume with {len(recorded)} processes.")
+  return recorded[jax.process_index()]
+
+
 def copy_from_process_zero(path):
   """Gives every process process 0's file: SentencePiece training is not reproducible across
   machines, and hosts need not share a file system."""
@@ -256,7 +278,7 @@ def train(config, workdir, objective, init, tokenizer, batches, baseline, mesh, 
         state = state.replace(
             params=with_checkpoint_params(state.params, init, objective.checkpoint_prefix))
     else:
-      train_batches.restore(data_position)
+      train_batches.restore(own_position(data_position))
   eval_rng = rng_lib.run_key(config.seed, "eval")
 
   def evaluate(state):
@@ -280,7 +302,7 @@ def train(config, workdir, objective, init, tokenizer, batches, baseline, mesh, 
 
   def save(step, state, metrics):
     del metrics  # every checkpoint is kept by age
-    checkpointer.save(step, state, train_batches.state())
+    checkpointer.save(step, state, data_positions(train_batches))
 
   # --- Train loop.
   writer = metrics_lib.MetricWriter(workdir, start_step)

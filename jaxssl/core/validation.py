@@ -17,6 +17,7 @@ RANGES = {
     "checkpoint_every": (1, math.inf, True, True),
     "keep_checkpoints": (1, math.inf, True, True),
     "eval_batches": (1, math.inf, True, True),
+    "window_documents": (1, math.inf, True, True),
     "early_stopping_patience": (0, math.inf, True, True),
     "grad_accumulation_steps": (1, math.inf, True, True),
     "max_seq_length": (1, math.inf, True, True),

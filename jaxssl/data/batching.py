@@ -1,14 +1,20 @@
-"""Deterministic, resumable global batches from examples rebuilt every epoch.
+"""Deterministic, resumable batches streamed from a corpus, window of documents by window.
 
 Used by every objective: BERT sentence pairs and GPT packed rows differ only in the
-``make_examples(rng)`` function that turns the corpus into a dict of equal-length arrays.
+``make_examples(documents, rng)`` function that turns a window of documents into a dict of
+equal-length arrays.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import grain
 import numpy as np
 
 Examples = dict[str, np.ndarray]
+
+# Documents a window holds unless a config sets window_documents: host memory is bounded by
+# the tokens and rows of one window (the shipped English corpus's 452 documents fit in one).
+DEFAULT_WINDOW_DOCUMENTS = 2_000
 
 
 def process_rows(batch_size: int, process_index: int, process_count: int) -> slice:
@@ -28,65 +34,93 @@ def num_examples(examples: Examples) -> int:
   return len(next(iter(examples.values())))
 
 
-class EpochBatches:
-  """Shuffled global batches, with examples rebuilt each epoch; deterministic and resumable.
+def first_documents(documents: Sequence, count: int) -> list:
+  """The first ``count`` documents (all, if fewer): evaluation reads no more than a window."""
+  return [documents[index] for index in range(min(count, len(documents)))]
 
-  Epoch e builds and shuffles with ``np.random.default_rng([seed, e])``, so every process
-  builds the same global batches and keeps its own contiguous rows: the slices of all
-  processes, concatenated in process order, are the global batch. The last incomplete batch
-  of an epoch is dropped. Every batch also holds ``example_weights`` (all 1).
+
+class StreamBatches:
+  """Shuffled batches of this process's share of a corpus, made one window of documents at a
+  time; deterministic and resumable.
+
+  ``documents`` is any random-access sequence: a ``prepared.PreparedCorpus`` reads each document
+  from disk when asked, a list holds a small corpus in memory. This process owns documents
+  process_index, process_index + process_count, ... (so processes read disjoint shards that
+  together cover the corpus). Epoch e visits them in grain's shuffle seeded by (seed, e), cut
+  into windows of ``window_documents``; window w becomes rows by ``make_examples(documents,
+  rng)`` with ``rng = np.random.default_rng([seed, process_index, e, w])``, shuffled with the
+  same rng and served in batches of batch_size / process_count rows (a window's last
+  incomplete batch is dropped). Host memory holds one window, whatever the corpus size. Every
+  batch also holds ``example_weights`` (all 1).
+
+  The position, ``state()``, is (epoch, window, batch); ``restore`` rebuilds that window and
+  goes on from that batch, so a resumed run sees exactly the batches of an uninterrupted one.
   """
 
   def __init__(self,
-               make_examples: Callable[[np.random.Generator], Examples],
+               make_examples: Callable[[list, np.random.Generator], Examples],
+               documents: Sequence,
                *,
                batch_size: int,
                seed: int,
+               window_documents: int,
                process_index: int = 0,
                process_count: int = 1):
+    rows = process_rows(batch_size, process_index, process_count)
+    if window_documents < 1:
+      raise ValueError(f"window_documents={window_documents} must be at least 1")
     self._make_examples = make_examples
-    self._batch_size = batch_size
+    self._rows = rows.stop - rows.start
     self._seed = seed
-    self._process_rows = process_rows(batch_size, process_index, process_count)
-    self._epoch = 0
-    self._batch = 0  # index of the next batch within the epoch
-    self._cached_epoch: tuple[int, Examples] | None = None
-    self._epoch_examples(0)  # a corpus too small for one batch fails here, not mid-training
+    self._window_documents = window_documents
+    self._process_index = process_index
+    self._documents = grain.MapDataset.source(documents)[process_index::process_count]
+    self._num_windows = -(-len(self._documents) // window_documents)
+    self._position = (0, 0, 0)  # epoch, window, batch: the next batch served
+    self._cached: tuple[tuple[int, int], Examples] | None = None
+    # A corpus too small for one batch fails here, not mid-training.
+    count = num_examples(self._window_examples(0, 0)) if self._num_windows else 0
+    if count < self._rows:
+      raise ValueError(
+          f"the corpus gives {count} examples {'per process ' if process_count > 1 else ''}"
+          f"in its first window of {window_documents} documents, fewer than batch_size="
+          f"{batch_size}{f' / {process_count} processes' if process_count > 1 else ''}; lower "
+          "batch_size, add documents or raise window_documents")
 
-  def _epoch_examples(self, epoch: int) -> Examples:
-    if self._cached_epoch is None or self._cached_epoch[0] != epoch:
-      rng = np.random.default_rng([self._seed, epoch])
-      examples = self._make_examples(rng)
-      count = num_examples(examples)
-      if count < self._batch_size:
-        raise ValueError(f"the corpus gives {count} examples, fewer than "
-                         f"batch_size={self._batch_size}; lower batch_size or add documents")
-      examples = take_rows(examples, rng.permutation(count))
-      examples["example_weights"] = np.ones(count, np.float32)
-      self._cached_epoch = (epoch, examples)
-    return self._cached_epoch[1]
-
-  @property
-  def batches_per_epoch(self) -> int:
-    """Batches in the current epoch; it may vary slightly as examples are redrawn."""
-    return num_examples(self._epoch_examples(self._epoch)) // self._batch_size
+  def _window_examples(self, epoch: int, window: int) -> Examples:
+    if self._cached is None or self._cached[0] != (epoch, window):
+      seed = np.random.SeedSequence([self._seed, epoch]).generate_state(1)[0]
+      shuffled = self._documents.shuffle(seed=int(seed))
+      start = window * self._window_documents
+      documents = [
+          shuffled[i] for i in range(start, min(start + self._window_documents, len(shuffled)))
+      ]
+      rng = np.random.default_rng([self._seed, self._process_index, epoch, window])
+      examples = self._make_examples(documents, rng)
+      examples = take_rows(examples, rng.permutation(num_examples(examples)))
+      examples["example_weights"] = np.ones(num_examples(examples), np.float32)
+      self._cached = ((epoch, window), examples)
+    return self._cached[1]
 
   def state(self) -> dict[str, int]:
-    return {"epoch": self._epoch, "batch": self._batch}
+    epoch, window, batch = self._position
+    return {"epoch": epoch, "window": window, "batch": batch}
 
   def restore(self, state: dict[str, int]) -> None:
-    self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
+    self._position = (int(state["epoch"]), int(state.get("window", 0)), int(state["batch"]))
 
-  def __iter__(self) -> "EpochBatches":
+  def __iter__(self) -> "StreamBatches":
     return self
 
   def __next__(self) -> Examples:
-    if self._batch >= self.batches_per_epoch:
-      self._epoch, self._batch = self._epoch + 1, 0
-    batch_start = self._batch * self._batch_size
-    rows = slice(batch_start + self._process_rows.start, batch_start + self._process_rows.stop)
-    self._batch += 1
-    return take_rows(self._epoch_examples(self._epoch), rows)
+    epoch, window, batch = self._position
+    while (batch + 1) * self._rows > num_examples(self._window_examples(epoch, window)):
+      window, batch = window + 1, 0
+      if window == self._num_windows:
+        epoch, window = epoch + 1, 0
+    self._position = (epoch, window, batch + 1)
+    return take_rows(
+        self._window_examples(epoch, window), slice(batch * self._rows, (batch + 1) * self._rows))
 
 
 def fixed_batches(examples: Examples,

@@ -66,19 +66,25 @@ def flatten_documents(documents: Sequence[Sequence[Sequence[int]]]) -> list[np.n
   return [np.concatenate([np.asarray(s, np.int32) for s in document]) for document in documents]
 
 
-def packed_batches(documents: Sequence[Sequence[int]],
+def packed_batches(documents: Sequence[Sequence[Sequence[int]]],
                    *,
                    batch_size: int,
                    seed: int,
+                   window_documents: int,
                    max_seq_length: int,
                    separator_id: int,
                    process_index: int = 0,
-                   process_count: int = 1) -> batching.EpochBatches:
-  """Training batches of packed rows, re-packed in a new document order each epoch."""
-  return batching.EpochBatches(
-      lambda rng: pack_documents(documents, rng, max_seq_length, separator_id),
+                   process_count: int = 1) -> batching.StreamBatches:
+  """Training batches of packed rows of sentence-split token documents, re-packed in a new
+  document order each epoch, window of ``window_documents`` by window
+  (``batching.StreamBatches``)."""
+  return batching.StreamBatches(
+      lambda window, rng: pack_documents(
+          flatten_documents(window), rng, max_seq_length, separator_id),
+      documents,
       batch_size=batch_size,
       seed=seed,
+      window_documents=window_documents,
       process_index=process_index,
       process_count=process_count)
 

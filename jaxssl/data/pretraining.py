@@ -76,7 +76,7 @@ def _flatten(documents: Sequence[Sequence[Sequence[int]]]) -> _FlatCorpus:
   documents = [document for document in documents if document]
   sentences = list(itertools.chain.from_iterable(documents))
   sentence_lengths = [len(sentence) for sentence in sentences]
-  tokens = np.fromiter(itertools.chain.from_iterable(sentences), np.int32, sum(sentence_lengths))
+  tokens = np.concatenate(sentences).astype(np.int32) if sentences else np.zeros(0, np.int32)
   sentence_bounds = [0, *itertools.accumulate(sentence_lengths)]
   document_bounds = [0, *itertools.accumulate(len(document) for document in documents)]
   return _FlatCorpus(tokens, sentence_bounds, document_bounds)
@@ -240,18 +240,23 @@ def pair_batches(documents: Sequence[Sequence[Sequence[int]]],
                  *,
                  batch_size: int,
                  seed: int,
+                 window_documents: int,
                  process_index: int = 0,
                  process_count: int = 1,
-                 **pair_options) -> batching.EpochBatches:
-  """Training batches of sentence pairs, paired afresh each epoch (see ``batching.EpochBatches``).
+                 **pair_options) -> batching.StreamBatches:
+  """Training batches of sentence pairs, paired afresh each epoch within windows of
+  ``window_documents`` (``batching.StreamBatches``); a random B comes from another document of
+  the same window.
 
   ``pair_options`` are ``create_pair_instances``'s: max_seq_length, short_seq_prob, cls_id,
   sep_id, pad_id, random_next_prob.
   """
-  return batching.EpochBatches(
-      lambda rng: create_pair_instances(documents, rng, **pair_options),
+  return batching.StreamBatches(
+      lambda window, rng: create_pair_instances(window, rng, **pair_options),
+      documents,
       batch_size=batch_size,
       seed=seed,
+      window_documents=window_documents,
       process_index=process_index,
       process_count=process_count)
 
@@ -277,10 +282,9 @@ def fixed_pair_batches(documents: Sequence[Sequence[Sequence[int]]],
       process_count=process_count)
 
 
-def token_counts(documents, tokenizer):
-  """Token frequencies of sentence-split token documents, special tokens zeroed: what the
-  pretraining objectives' unigram baselines predict from."""
-  counts = np.bincount(
-      np.concatenate([np.concatenate(doc) for doc in documents]), minlength=tokenizer.vocab_size)
+def content_counts(corpus, tokenizer):
+  """A prepared corpus's token frequencies with special tokens zeroed: what the pretraining
+  objectives' unigram baselines predict from."""
+  counts = corpus.unigram_counts().copy()
   counts[:tokenizer.num_special] = 0
   return counts

@@ -14,6 +14,7 @@ from jaxssl.core import flops
 from jaxssl.core import rng as rng_lib
 from jaxssl.core import steps
 from jaxssl.core.objectives import losses
+from jaxssl.data import batching
 from jaxssl.data import pretraining
 from jaxssl.models import bert
 
@@ -186,14 +187,16 @@ class Objective:
         cls_id=tokenizer.cls_id,
         sep_id=tokenizer.sep_id,
         pad_id=tokenizer.pad_id)
+    window = config.get("window_documents", batching.DEFAULT_WINDOW_DOCUMENTS)
     train = pretraining.pair_batches(
         train_documents,
         batch_size=config.batch_size,
         seed=config.seed,
+        window_documents=window,
         **processes,
         **pair_options)
     evaluation = pretraining.fixed_pair_batches(
-        eval_documents,
+        batching.first_documents(eval_documents, window),
         batch_size=config.batch_size,
         seed=config.seed + 1,
         num_batches=config.eval_batches,
@@ -239,13 +242,14 @@ class Objective:
     metrics = losses.summarize_terms(sums, terms, perplexity=("mlm",))
     return steps.with_grad_norm(metrics, sums, num_steps)
 
-  def baseline(self, eval_batches, train_documents, tokenizer):
+  def baseline(self, eval_batches, train_corpus, tokenizer):
     """MLM accuracy of always predicting the most frequent training token, and a line saying so.
 
     Masked positions are drawn uniformly among non-special tokens, so the expected accuracy is
-    that token's share of the evaluation's non-special tokens.
+    that token's share of the evaluation's non-special tokens. ``train_corpus`` is a
+    ``prepared.PreparedCorpus`` (its unigram counts are read, not its documents).
     """
-    most_frequent = int(np.argmax(pretraining.token_counts(train_documents, tokenizer)))
+    most_frequent = int(np.argmax(pretraining.content_counts(train_corpus, tokenizer)))
     ids = np.concatenate([b["input_ids"][b["example_weights"] > 0].ravel() for b in eval_batches])
     regular = ids[ids >= tokenizer.num_special]
     accuracy = float(np.mean(regular == most_frequent))

@@ -12,6 +12,7 @@ from jaxssl.core import rng as rng_lib
 from jaxssl.core import steps
 from jaxssl.core.objectives import losses
 from jaxssl.data import packing
+from jaxssl.data import batching
 from jaxssl.data import pretraining
 from jaxssl.models import gpt
 
@@ -84,14 +85,16 @@ class Objective:
     """Endless shuffled packed rows (checkpointable) and a fixed list of eval batches."""
     config = self.config
     options = dict(max_seq_length=config.max_seq_length, separator_id=tokenizer.sep_id)
+    window = config.get("window_documents", batching.DEFAULT_WINDOW_DOCUMENTS)
     train = packing.packed_batches(
-        packing.flatten_documents(train_documents),
+        train_documents,
         batch_size=config.batch_size,
         seed=config.seed,
+        window_documents=window,
         **processes,
         **options)
     evaluation = packing.fixed_packed_batches(
-        packing.flatten_documents(eval_documents),
+        packing.flatten_documents(batching.first_documents(eval_documents, window)),
         batch_size=config.batch_size,
         seed=config.seed + 1,
         pad_id=tokenizer.pad_id,
@@ -124,10 +127,11 @@ class Objective:
     metrics = losses.summarize_terms(sums, ("lm",), perplexity=("lm",))
     return steps.with_grad_norm(metrics, sums, num_steps)
 
-  def baseline(self, eval_batches, train_documents, tokenizer):
-    """Perplexity of the training unigram distribution (add-one smoothed) on the eval targets."""
-    counts = pretraining.token_counts(train_documents, tokenizer).astype(np.float64)
-    counts[tokenizer.sep_id] = len(train_documents)  # one separator after each document
+  def baseline(self, eval_batches, train_corpus, tokenizer):
+    """Perplexity of the training unigram distribution (add-one smoothed) on the eval targets;
+    ``train_corpus`` is a ``prepared.PreparedCorpus`` (its unigram counts are read)."""
+    counts = pretraining.content_counts(train_corpus, tokenizer).astype(np.float64)
+    counts[tokenizer.sep_id] = len(train_corpus)  # one separator after each document
     log_probs = np.log((counts + 1) / (counts + 1).sum())
     targets = np.concatenate([b["target_ids"][b["target_weights"] > 0] for b in eval_batches])
     return steps.Baseline({"unigram_perplexity": float(np.exp(-log_probs[targets].mean()))},
