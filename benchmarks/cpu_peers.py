@@ -124,6 +124,7 @@ def pretraining_batches(config, documents, tokenizer):
       documents,
       batch_size=config.batch_size,
       seed=config.seed,
+      window_documents=config.window_documents,
       max_seq_length=config.max_seq_length,
       short_seq_prob=config.short_seq_prob,
       random_next_prob=0.5 if config.nsp else 0.0,
@@ -137,9 +138,10 @@ def pipeline_rate(config, documents, tokenizer, epochs=2):
   start = time.perf_counter()
   batches = pretraining_batches(config, documents, tokenizer)
   first = next(batches)
-  num_batches = epochs * batches.batches_per_epoch
-  for _ in range(num_batches - 1):
+  num_batches = 1
+  while batches.state()["epoch"] < epochs:
     next(batches)
+    num_batches += 1
   return num_batches * config.batch_size / (time.perf_counter() - start), first
 
 

@@ -53,6 +53,22 @@ def test_gpu_throughput_smoke_mode_times_jaxssl_beside_pytorch(tmp_path):
 
 
 @pytest.mark.slow
+def test_corpus_scaling_smoke_mode_prepares_trains_and_streams(tfds_dir, tmp_path):
+  result = measured(
+      "corpus_scaling.py",
+      tmp_path,
+      "--smoke",
+      f"--dir={tmp_path / 'work'}",
+      f"--data_dir={tfds_dir}",
+      timeout=600)
+  assert [row["scale"] for row in result["scales"]] == [1, 2]
+  for row in result["scales"]:
+    assert row["prepare_tokens_per_second"] > 0 and row["train_tokens_per_second"] > 0
+    assert row["train_peak_rss_mib"] > 100  # a JAX process, measured
+  assert result["pipeline"]["examples_per_second"] > result["pipeline"]["ratio"] > 0
+
+
+@pytest.mark.slow
 def test_cpu_peers_script_at_tiny_size(tfds_dir, tmp_path):
   result = measured(
       "cpu_peers.py",

@@ -5,6 +5,7 @@ Used by every objective: BERT sentence pairs and GPT packed rows differ only in 
 equal-length arrays.
 """
 
+import concurrent.futures
 from collections.abc import Callable, Sequence
 
 import grain
@@ -50,11 +51,12 @@ class StreamBatches:
   into windows of ``window_documents``; window w becomes rows by ``make_examples(documents,
   rng)`` with ``rng = np.random.default_rng([seed, process_index, e, w])``, shuffled with the
   same rng and served in batches of batch_size / process_count rows (a window's last
-  incomplete batch is dropped). Host memory holds one window, whatever the corpus size. Every
-  batch also holds ``example_weights`` (all 1).
+  incomplete batch is dropped). Every batch also holds ``example_weights`` (all 1).
 
   The position, ``state()``, is (epoch, window, batch); ``restore`` rebuilds that window and
   goes on from that batch, so a resumed run sees exactly the batches of an uninterrupted one.
+  A background thread builds the next window while the current one is served, so host memory
+  holds two windows at most, whatever the corpus size.
   """
 
   def __init__(self,
@@ -78,6 +80,9 @@ class StreamBatches:
     self._num_windows = -(-len(self._documents) // window_documents)
     self._position = (0, 0, 0)  # epoch, window, batch: the next batch served
     self._cached: tuple[tuple[int, int], Examples] | None = None
+    # One thread builds windows, in order: the one asked for, then the one after it.
+    self._builder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="window")
+    self._building: dict[tuple[int, int], concurrent.futures.Future] = {}
     # A corpus too small for one batch fails here, not mid-training.
     count = num_examples(self._window_examples(0, 0)) if self._num_windows else 0
     if count < self._rows:
@@ -88,19 +93,28 @@ class StreamBatches:
           "batch_size, add documents or raise window_documents")
 
   def _window_examples(self, epoch: int, window: int) -> Examples:
+    """The window's examples; the first call for a window also starts building the next one
+    in the background, so training does not wait for it when this one runs out."""
     if self._cached is None or self._cached[0] != (epoch, window):
-      seed = np.random.SeedSequence([self._seed, epoch]).generate_state(1)[0]
-      shuffled = self._documents.shuffle(seed=int(seed))
-      start = window * self._window_documents
-      documents = [
-          shuffled[i] for i in range(start, min(start + self._window_documents, len(shuffled)))
-      ]
-      rng = np.random.default_rng([self._seed, self._process_index, epoch, window])
-      examples = self._make_examples(documents, rng)
-      examples = take_rows(examples, rng.permutation(num_examples(examples)))
-      examples["example_weights"] = np.ones(num_examples(examples), np.float32)
+      building = self._building.get((epoch, window))
+      examples = (building or self._builder.submit(self._build, epoch, window)).result()
       self._cached = ((epoch, window), examples)
+      following = (epoch, window + 1) if window + 1 < self._num_windows else (epoch + 1, 0)
+      self._building = {following: self._builder.submit(self._build, *following)}
     return self._cached[1]
+
+  def _build(self, epoch: int, window: int) -> Examples:
+    seed = np.random.SeedSequence([self._seed, epoch]).generate_state(1)[0]
+    shuffled = self._documents.shuffle(seed=int(seed))
+    start = window * self._window_documents
+    documents = [
+        shuffled[i] for i in range(start, min(start + self._window_documents, len(shuffled)))
+    ]
+    rng = np.random.default_rng([self._seed, self._process_index, epoch, window])
+    examples = self._make_examples(documents, rng)
+    examples = take_rows(examples, rng.permutation(num_examples(examples)))
+    examples["example_weights"] = np.ones(num_examples(examples), np.float32)
+    return examples
 
   def state(self) -> dict[str, int]:
     epoch, window, batch = self._position

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 
 import grain
@@ -156,6 +157,7 @@ def documents(root: str, identity: dict, tokenizer, texts: Callable[[], Sequence
     return PreparedCorpus(directory)
   os.makedirs(root, exist_ok=True)
   temporary = tempfile.mkdtemp(prefix=f".{key}.", dir=root)
+  start = time.perf_counter()
   try:
     index = _write(temporary, tokenizer, list(texts()), description)
     index.update(identity=identity, tokenizer_sha256=tokenizer_sha256, format=FORMAT_VERSION)
@@ -167,6 +169,7 @@ def documents(root: str, identity: dict, tokenizer, texts: Callable[[], Sequence
       pass
   finally:
     shutil.rmtree(temporary, ignore_errors=True)
+  seconds = time.perf_counter() - start
   print(f"{description}: prepared {index['documents']:,} documents, {index['tokens']:,} tokens "
-        f"in {directory}")
+        f"in {directory} ({index['tokens'] / seconds:,.0f} tokens/s, reading included)")
   return PreparedCorpus(directory)

@@ -8,6 +8,7 @@ UTF-8 byte pieces instead of collapsing it to [UNK].
 
 from collections.abc import Iterable, Sequence
 import io
+import errno
 import os
 import re
 import shutil
@@ -41,7 +42,14 @@ class Tokenizer:
 
   @classmethod
   def load(cls, path: str) -> "Tokenizer":
-    return cls(sentencepiece.SentencePieceProcessor(model_file=path), path)
+    """The SentencePiece model in ``path``; a missing or unreadable file is a one-line error."""
+    if not os.path.isfile(path):
+      raise FileNotFoundError(errno.ENOENT, "no SentencePiece model file here", path)
+    try:
+      return cls(sentencepiece.SentencePieceProcessor(model_file=path), path)
+    except RuntimeError as error:  # SentencePiece's report of a file it cannot parse
+      raise ValueError(f"{path} is not a SentencePiece model ({error}); give a .model file "
+                       "that jaxssl or SentencePiece trained.") from None
 
   @property
   def model_path(self) -> str:
