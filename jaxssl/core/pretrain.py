@@ -31,6 +31,7 @@ from jaxssl.core import validation
 from jaxssl.data import corpora
 from jaxssl.data import prepared
 from jaxssl.data import pretraining
+from jaxssl.data import sources
 from jaxssl.data import tokenizer as tokenizer_lib
 
 # Fields that fix what a workdir's checkpoints and tokenizer mean: resuming with any other
@@ -218,6 +219,9 @@ def run(config, workdir):
     train_documents, eval_documents = (
         prepared_documents(config, split, tokenizer, texts[split])
         for split in (config.train_split, config.eval_split))
+    for read in texts.values():  # training streams the prepared shards: the text can go
+      read.cache_clear()
+    sources.clear_cache()
     processes = dict(process_index=jax.process_index(), process_count=jax.process_count())
     batches = objective.batches(tokenizer, train_documents, eval_documents, processes)
 

@@ -140,6 +140,11 @@ def _read_files(files: tuple[tuple[str, int, int], ...], text_key: str,
   return tuple(documents)
 
 
+def clear_cache():
+  """Lets go of the texts read so far (a run streams its prepared shards once they exist)."""
+  _read_files.cache_clear()
+
+
 def hf_documents(name: str, split: str, text_key: str) -> list[str]:
   """The ``text_key`` strings of ``split`` (the datasets package's split syntax, which slices
   as TFDS's does) of the ``hf:NAME[/CONFIG]`` dataset ``name``."""
