@@ -135,3 +135,7 @@ def test_cli_refuses_bad_input(tmp_path):
   with pytest.raises(ValueError, match="has no checkpoint yet"):
     transfer.check_pretrained([str(no_checkpoint)])
   assert sorted(os.listdir(no_checkpoint)) == ["config.json"]
+  # Published encoders are taken by name; a published decoder is refused.
+  assert transfer.check_pretrained(["e5", "minilm"]) == {"e5": "e5", "minilm": "minilm"}
+  with pytest.raises(ValueError, match="is a decoder"):
+    transfer.check_pretrained(["smollm2"])

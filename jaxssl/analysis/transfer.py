@@ -32,6 +32,7 @@ from jaxssl import cli
 from jaxssl import files
 from jaxssl import metrics as metrics_lib
 from jaxssl import predict
+from jaxssl import pretrained as pretrained_lib
 from jaxssl import suite
 from jaxssl import workdir as workdir_lib
 from jaxssl.core import finetune
@@ -66,7 +67,9 @@ SETTINGS = (("sentiment_en", "en"), ("sentiment_en", "zh"), ("sentiment_zh", "zh
 
 def define_flags():
   """The command line's flags (defined only when run as a program)."""
-  flags.DEFINE_list("pretrained", None, "jaxssl BERT pretraining workdirs, compared side by side.")
+  flags.DEFINE_list(
+      "pretrained", None, "jaxssl BERT pretraining workdirs or published encoders (e5, minilm), "
+      "compared side by side; scratch takes the first one's architecture.")
   flags.DEFINE_string("workdir", None, "Directory for the fine-tuning runs, tables and plot.")
   flags.DEFINE_string("en_dataset", "jaxssl_sentiment/movie_reviews",
                       "English sentiment dataset to fine-tune on (a jaxssl_sentiment domain).")
@@ -77,10 +80,15 @@ def define_flags():
 
 
 def check_pretrained(paths):
-  """{run name: path} of BERT (or ELECTRA) pretraining workdirs with a checkpoint; anything
-  else is an error."""
+  """{run name: path} of BERT (or ELECTRA) pretraining workdirs with a checkpoint, or published
+  encoders by name (``jaxssl.pretrained.ALIASES``: e5, minilm); anything else is an error."""
   names = {}
   for path in paths:
+    if path in pretrained_lib.ALIASES:
+      if pretrained_lib.objective_of(path) != "bert":
+        raise ValueError(f"--pretrained={path} is a decoder; give an encoder (e5, minilm).")
+      names[path] = path
+      continue
     config = workdir_lib.read_config(path)
     if config.get("objective") not in finetune.ENCODER_OBJECTIVES:
       raise ValueError(f"workdir {path} holds a {config.get('objective')!r} run, not BERT "
@@ -153,7 +161,9 @@ def run_transfer(workdir, pretrained, en_dataset, data_dir=None, budget=None, la
       "models": models,
       "baselines": baselines,
       "pretraining": {
-          name: pretraining_summary(path, languages, data_dir) for name, path in names.items()
+          name: pretraining_summary(path, languages, data_dir)
+          for name, path in names.items()
+          if path not in pretrained_lib.ALIASES
       },
       "en_dataset": en_dataset,
       "eval_split": budget["eval_split"],
@@ -218,6 +228,8 @@ def tables(results):
     lines.append(f"| {name} (always {scores['label']}) | — | {evaluated_on['zh']} | " +
                  " | ".join(f"{scores[metric]:.4f}" for metric in METRICS) + " |")
   runs = results["pretraining"]
+  if not runs:  # published encoders only
+    return "\n".join(lines)
   languages = list(next(iter(runs.values()))["mlm_accuracy_by_language"])
   lines += [
       "",
