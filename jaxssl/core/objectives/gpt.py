@@ -11,8 +11,8 @@ from jaxssl.core import flops
 from jaxssl.core import rng as rng_lib
 from jaxssl.core import steps
 from jaxssl.core.objectives import losses
-from jaxssl.data import packing
 from jaxssl.data import batching
+from jaxssl.data import packing
 from jaxssl.data import pretraining
 from jaxssl.models import gpt
 
