@@ -103,7 +103,7 @@ def read(path: str):
   reader = _Reader(data, 4)
   _, hidden, layers, heads, mlp, vocab, positions, types = reader.values("I7i")
   (eps,), _ = reader.values("f"), reader.values("i")
-  count, bos, eos, pad, unk = reader.values("5i")
+  count, *_ = reader.values("5i")  # pieces; bos, eos, pad and unk ids
   (blob_length,) = reader.values("Q")
   offsets = reader.array(np.uint32, count + 1)
   scores = reader.array(np.float32, count)
@@ -153,11 +153,8 @@ def read(path: str):
       "attention_probs_dropout_prob": 0.1,
       "layer_norm_eps": float(eps),
   }
-  tokenizer_fields = dict(
-      pieces=pieces,
-      scores=scores.tolist(),
-      normalization=normalization,
-      special_ids=dict(bos=bos, eos=eos, pad=pad, unk=unk))
+  # The special ids (bos, eos, pad, unk) are found again by their pieces.
+  tokenizer_fields = dict(pieces=pieces, scores=scores.tolist(), normalization=normalization)
   return config, tensors, tokenizer_fields
 
 

@@ -71,7 +71,43 @@ class _TokenizersBacked:
     return self._tokenizer.id_to_token(int(token_id))
 
 
-class WordPieceTokenizer(_TokenizersBacked):
+class _EncoderTokenizer(_TokenizersBacked):
+  """An encoder's tokenizer: the ids of its five special tokens, found by their pieces.
+
+  Subclasses set ``PIECES`` (role: piece) and call ``_find_special_ids``.
+  """
+
+  PIECES: dict[str, str]
+
+  def _find_special_ids(self, vocab: dict[str, int], model_path: str, kind: str):
+    missing = [piece for piece in self.PIECES.values() if piece not in vocab]
+    if missing:
+      raise ValueError(f"{model_path!r} has no {missing} tokens; a {kind} must hold all of "
+                       f"{tuple(self.PIECES.values())}.")
+    self._special_ids = {role: vocab[piece] for role, piece in self.PIECES.items()}
+
+  @property
+  def pad_id(self) -> int:
+    return self._special_ids["pad"]
+
+  @property
+  def unk_id(self) -> int:
+    return self._special_ids["unk"]
+
+  @property
+  def cls_id(self) -> int:
+    return self._special_ids["cls"]
+
+  @property
+  def sep_id(self) -> int:
+    return self._special_ids["sep"]
+
+  @property
+  def mask_id(self) -> int:
+    return self._special_ids["mask"]
+
+
+class WordPieceTokenizer(_EncoderTokenizer):
   """A WordPiece vocabulary whose special tokens are found by their pieces, wherever they are.
 
   ``num_special`` is the first id of a regular piece: BERT's vocabularies start with [PAD], the
@@ -79,13 +115,11 @@ class WordPieceTokenizer(_TokenizersBacked):
   text, which is what the pretraining code relies on when it skips them.
   """
 
+  PIECES = dict(zip(("pad", "unk", "cls", "sep", "mask"), SPECIAL_TOKENS))
+
   def __init__(self, tokenizer: tokenizers.Tokenizer, model_path: str):
-    vocab = tokenizer.get_vocab(with_added_tokens=True)
-    missing = [piece for piece in SPECIAL_TOKENS if piece not in vocab]
-    if missing:
-      raise ValueError(f"{model_path!r} has no {missing} tokens; a BERT WordPiece tokenizer.json "
-                       f"must hold all of {SPECIAL_TOKENS}.")
-    self._special_ids = {piece: vocab[piece] for piece in SPECIAL_TOKENS}
+    self._find_special_ids(
+        tokenizer.get_vocab(with_added_tokens=True), model_path, "BERT WordPiece tokenizer.json")
     first_regular_id = 0
     while _is_reserved(tokenizer.id_to_token(first_regular_id)):
       first_regular_id += 1
@@ -114,26 +148,6 @@ class WordPieceTokenizer(_TokenizersBacked):
     """Writes tokenizer.json into ``directory``."""
     with files.replacing(os.path.join(directory, "tokenizer.json")) as temporary:
       self._tokenizer.save(temporary)
-
-  @property
-  def pad_id(self) -> int:
-    return self._special_ids["[PAD]"]
-
-  @property
-  def unk_id(self) -> int:
-    return self._special_ids["[UNK]"]
-
-  @property
-  def cls_id(self) -> int:
-    return self._special_ids["[CLS]"]
-
-  @property
-  def sep_id(self) -> int:
-    return self._special_ids["[SEP]"]
-
-  @property
-  def mask_id(self) -> int:
-    return self._special_ids["[MASK]"]
 
 
 def _is_reserved(piece: str | None) -> bool:
@@ -243,7 +257,7 @@ class ByteLevelBPETokenizer(_TokenizersBacked):
     return self._ids["sep"]
 
 
-class UnigramTokenizer(_TokenizersBacked):
+class UnigramTokenizer(_EncoderTokenizer):
   """SentencePiece unigram segmentation (``tokenizers``' Viterbi) over text normalized as
   XLM-R's SentencePiece model does: each code point replaced per ``normalization`` (its
   NFKC-style map: control characters dropped, tabs and newlines to spaces, full-width forms to
@@ -252,19 +266,17 @@ class UnigramTokenizer(_TokenizersBacked):
   """
 
   NORMALIZATION_FILE = "normalization.json"
+  PIECES = dict(pad="<pad>", unk="<unk>", cls="<s>", sep="</s>", mask="<mask>")
 
-  def __init__(self, pieces, scores, normalization, special_ids, model_path):
-    del special_ids  # found by their pieces, as for the other tokenizers
+  def __init__(self, pieces, scores, normalization, model_path):
     vocab = {piece: index for index, piece in enumerate(pieces)}
-    missing = [piece for piece in ("<s>", "</s>", "<pad>", "<unk>", "<mask>") if piece not in vocab]
-    if missing:
-      raise ValueError(f"{model_path!r} has no {missing} pieces; an XLM-R vocabulary holds them.")
+    self._find_special_ids(vocab, model_path, "XLM-R vocabulary")
     tokenizer = tokenizers.Tokenizer(
-        models.Unigram(list(zip(pieces, scores)), unk_id=vocab["<unk>"], byte_fallback=False))
+        models.Unigram(list(zip(pieces, scores)), unk_id=self.unk_id, byte_fallback=False))
     tokenizer.normalizer = normalizers.Replace(tokenizers.Regex(" {2,}"), " ")
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always", split=False)
     tokenizer.decoder = decoders.Metaspace(prepend_scheme="always", split=False)
-    tokenizer.add_special_tokens(["<s>", "</s>", "<pad>", "<unk>", "<mask>"])
+    tokenizer.add_special_tokens(list(self.PIECES.values()))
     self._from_parts(tokenizer, normalization, model_path)
 
   def _from_parts(self, tokenizer, normalization, model_path):
@@ -272,11 +284,11 @@ class UnigramTokenizer(_TokenizersBacked):
     self._normalization = {int(code_point): text for code_point, text in normalization.items()}
     self._table = str.maketrans({chr(cp): text for cp, text in self._normalization.items()})
     self._model_path = model_path
-    vocab = tokenizer.get_vocab(with_added_tokens=True)
-    self._special_ids = {
-        piece: vocab[piece] for piece in ("<s>", "</s>", "<pad>", "<unk>", "<mask>")
-    }
-    self._num_special = 1 + max(self._special_ids[p] for p in ("<s>", "</s>", "<pad>", "<unk>"))
+    self._find_special_ids(
+        tokenizer.get_vocab(with_added_tokens=True), model_path, "XLM-R vocabulary")
+    # Text never yields the ids below the first regular piece (<s>, <pad>, </s>, <unk>); <mask>
+    # comes last in XLM-R's vocabulary.
+    self._num_special = 1 + max(self._special_ids[role] for role in ("pad", "unk", "cls", "sep"))
 
   @classmethod
   def load(cls, directory: str) -> "UnigramTokenizer":
@@ -316,23 +328,3 @@ class UnigramTokenizer(_TokenizersBacked):
     ids, offsets = super().encode_with_offsets("".join(parts))
     return ids, [(origins[start], origins[end - 1] + 1 if end > start else origins[start])
                  for start, end in offsets]
-
-  @property
-  def pad_id(self) -> int:
-    return self._special_ids["<pad>"]
-
-  @property
-  def unk_id(self) -> int:
-    return self._special_ids["<unk>"]
-
-  @property
-  def cls_id(self) -> int:
-    return self._special_ids["<s>"]
-
-  @property
-  def sep_id(self) -> int:
-    return self._special_ids["</s>"]
-
-  @property
-  def mask_id(self) -> int:
-    return self._special_ids["<mask>"]
