@@ -7,13 +7,14 @@ SentencePiece model file) or ``init_from``'s; a run that trains its own tokenize
 its first stage instead.
 """
 
+import functools
+
 from absl import flags
 from ml_collections import config_flags
 
 from jaxssl import cli
 from jaxssl.core import pretrain
 from jaxssl.core import validation
-from jaxssl.data import corpora
 from jaxssl.data import tokenizer as tokenizer_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pretraining config file.")
@@ -32,12 +33,8 @@ def prepare(config):
     raise ValueError("prepare needs a tokenizer: set --config.tokenizer=MODEL_FILE or "
                      "--config.init_from=NAME (a run with neither trains one, then prepares).")
   return [
-      pretrain.prepared_documents(
-          config,
-          split,
-          tokenizer,
-          lambda split=split: corpora.load_texts(config.dataset, split, config.data_dir, config.
-                                                 text_key, config.txt_documents))
+      pretrain.prepared_documents(config, split, tokenizer,
+                                  functools.partial(pretrain.split_texts, config, split))
       for split in (config.train_split, config.eval_split)
   ]
 

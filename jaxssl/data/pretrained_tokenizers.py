@@ -268,37 +268,36 @@ class UnigramTokenizer(_EncoderTokenizer):
   NORMALIZATION_FILE = "normalization.json"
   PIECES = dict(pad="<pad>", unk="<unk>", cls="<s>", sep="</s>", mask="<mask>")
 
-  def __init__(self, pieces, scores, normalization, model_path):
-    vocab = {piece: index for index, piece in enumerate(pieces)}
-    self._find_special_ids(vocab, model_path, "XLM-R vocabulary")
-    tokenizer = tokenizers.Tokenizer(
-        models.Unigram(list(zip(pieces, scores)), unk_id=self.unk_id, byte_fallback=False))
-    tokenizer.normalizer = normalizers.Replace(tokenizers.Regex(" {2,}"), " ")
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always", split=False)
-    tokenizer.decoder = decoders.Metaspace(prepend_scheme="always", split=False)
-    tokenizer.add_special_tokens(list(self.PIECES.values()))
-    self._from_parts(tokenizer, normalization, model_path)
-
-  def _from_parts(self, tokenizer, normalization, model_path):
+  def __init__(self, tokenizer: tokenizers.Tokenizer, normalization: dict, model_path: str):
+    self._find_special_ids(
+        tokenizer.get_vocab(with_added_tokens=True), model_path, "XLM-R vocabulary")
     self._tokenizer = tokenizer
     self._normalization = {int(code_point): text for code_point, text in normalization.items()}
     self._table = str.maketrans({chr(cp): text for cp, text in self._normalization.items()})
     self._model_path = model_path
-    self._find_special_ids(
-        tokenizer.get_vocab(with_added_tokens=True), model_path, "XLM-R vocabulary")
     # Text never yields the ids below the first regular piece (<s>, <pad>, </s>, <unk>); <mask>
     # comes last in XLM-R's vocabulary.
     self._num_special = 1 + max(self._special_ids[role] for role in ("pad", "unk", "cls", "sep"))
 
   @classmethod
+  def from_pieces(cls, pieces, scores, normalization, model_path) -> "UnigramTokenizer":
+    """From the vocabulary's pieces and their scores, in id order, and the normalization map."""
+    unk_id = pieces.index(cls.PIECES["unk"]) if cls.PIECES["unk"] in pieces else None
+    tokenizer = tokenizers.Tokenizer(
+        models.Unigram(list(zip(pieces, scores)), unk_id=unk_id, byte_fallback=False))
+    tokenizer.normalizer = normalizers.Replace(tokenizers.Regex(" {2,}"), " ")
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always", split=False)
+    tokenizer.decoder = decoders.Metaspace(prepend_scheme="always", split=False)
+    tokenizer.add_special_tokens([piece for piece in cls.PIECES.values() if piece in pieces])
+    return cls(tokenizer, normalization, model_path)
+
+  @classmethod
   def load(cls, directory: str) -> "UnigramTokenizer":
     """From the directory ``save`` wrote."""
-    tokenizer = cls.__new__(cls)
     with open(os.path.join(directory, cls.NORMALIZATION_FILE), encoding="utf-8") as f:
       normalization = json.load(f)
     path = os.path.join(directory, "tokenizer.json")
-    tokenizer._from_parts(tokenizers.Tokenizer.from_file(path), normalization, path)
-    return tokenizer
+    return cls(tokenizers.Tokenizer.from_file(path), normalization, path)
 
   def save(self, directory: str):
     """Writes tokenizer.json and the normalization map into ``directory``."""
