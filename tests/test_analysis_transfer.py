@@ -36,10 +36,16 @@ def last_eval(run_dir):
 @pytest.mark.slow
 def test_table_numbers_come_from_the_runs(tiny_encoder, tfds_dir, tmp_path):
   workdir = str(tmp_path / "transfer")
-  results = transfer.run_transfer(workdir, [tiny_encoder], EN_DATASET, tfds_dir, TINY_BUDGET,
-                                  {"moby_dick": SMALL_CORPUS})
+  results = transfer.run_transfer(
+      workdir, [tiny_encoder],
+      EN_DATASET,
+      tfds_dir,
+      TINY_BUDGET, {"moby_dick": SMALL_CORPUS},
+      seeds=2,
+      en_examples=[12])
   name = os.path.basename(tiny_encoder)
   assert list(results["models"]) == [name, "scratch"]
+  assert all(len(seeds) == 2 for model in results["models"].values() for seeds in model.values())
 
   # Zero-shot: the English model's own predictions on the Chinese dev slice, scored by hand.
   dev = corpora.load_examples(transfer.ZH_DATASET, "validation[:40]", tfds_dir)
@@ -47,16 +53,28 @@ def test_table_numbers_come_from_the_runs(tiny_encoder, tfds_dir, tmp_path):
   predictor = predict.Predictor(os.path.join(workdir, name, "sentiment_en"))
   predicted = [p["label"] for p in predictor.predict([{"text": e["text"]} for e in dev])]
   truth = [zh_names[e["label"]] for e in dev]
-  zero_shot = results["models"][name]["sentiment_en/zh"]
+  zero_shot = results["models"][name]["sentiment_en/zh"][0]
   assert zero_shot["accuracy"] == pytest.approx(np.mean(np.array(predicted) == np.array(truth)))
   assert zero_shot["f1"] == pytest.approx(
       sk_metrics.f1_score(truth, predicted, pos_label="positive"))
-  # In-language numbers are the runs' final dev evaluations.
+  # In-language numbers are the runs' final dev evaluations, seed 1's in "<run>.seed1".
   for model in (name, "scratch"):
     for run, setting in (("sentiment_en", "sentiment_en/en"), ("sentiment_zh", "sentiment_zh/zh")):
-      record = last_eval(os.path.join(workdir, model, run))
-      assert record["step"] == 3
-      assert results["models"][model][setting] == {m: record[m] for m in transfer.METRICS}
+      for seed, directory in enumerate((run, run + ".seed1")):
+        record = last_eval(os.path.join(workdir, model, directory))
+        assert record["step"] == 3
+        assert results["models"][model][setting][seed] == {m: record[m] for m in transfer.METRICS}
+        assert read_config(os.path.join(workdir, model, directory))["seed"] == seed
+  # The curve's point: the first 12 English sentences, 10 passes of batches of 8 (15 steps)
+  # capped at the budget's 3 steps; its zero-shot number is that run's own evaluation on Chinese.
+  point = results["curve"]["points"][12]
+  for seed, directory in enumerate(("sentiment_en.n12", "sentiment_en.n12.seed1")):
+    config = read_config(os.path.join(workdir, name, directory))
+    assert (config["train_split"], config["num_train_steps"], config["seed"]) == ("train[:12]", 3,
+                                                                                  seed)
+    assert point[seed]["zh"] == predict.Predictor(os.path.join(workdir, name, directory)).evaluate(
+        transfer.ZH_DATASET, "validation[:40]", tfds_dir)
+  assert transfer.curve_budget({**TINY_BUDGET, "num_train_steps": 9}, 4, 0)["num_train_steps"] == 5
 
   # The scratch encoder has the pretrained one's architecture and tokenizer, not its weights.
   with open(
@@ -93,12 +111,22 @@ def test_table_numbers_come_from_the_runs(tiny_encoder, tfds_dir, tmp_path):
   assert pretraining["mlm_accuracy"] == last_eval(tiny_encoder)["mlm_accuracy"]
 
   markdown = transfer.tables(results)
-  accuracy = results["models"][name]["sentiment_en/zh"]["accuracy"]
+  accuracies = [seed["accuracy"] for seed in results["models"][name]["sentiment_en/zh"]]
   assert f"| {name} | {EN_DATASET} (English) | jaxssl_sentiment_zh validation[:40] (zero-shot) | " \
-      f"{accuracy:.4f} |" in markdown
+      f"{np.mean(accuracies):.4f} ± {np.std(accuracies, ddof=1):.4f} |" in markdown
+  curve_accuracies = [seed["zh"]["accuracy"] for seed in point]
+  assert "| 12 | 3 | " in markdown and f"{np.mean(curve_accuracies):.4f} ± " in markdown
+  assert "| 64 | 3 | " in markdown  # the full training split (train[:64]) is the last point
   assert f"| {name} | {SMALL_CORPUS} | train | 2 | " in markdown
   transfer.plot(results, str(tmp_path / "transfer.png"))
   assert (tmp_path / "transfer.png").read_bytes()[:4] == b"\x89PNG"
+  transfer.plot_curve(results, str(tmp_path / "curve.png"))
+  assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def read_config(directory):
+  with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
+    return json.load(f)
 
 
 def token_embedding(encoder_params):
@@ -121,12 +149,15 @@ def test_cli_refuses_bad_input(tmp_path):
   no_checkpoint = tmp_path / "bert_run"
   no_checkpoint.mkdir()
   (no_checkpoint / "config.json").write_text(json.dumps({"objective": "bert"}), encoding="utf-8")
-  cases = {
-      str(tmp_path / "missing"): "holds no run (no config.json)",
-      str(not_bert): "holds a 'gpt' run, not BERT pretraining",
-  }
-  for pretrained, message in cases.items():
-    process = run_cli(f"--pretrained={pretrained}", f"--workdir={tmp_path / 'out'}")
+  cases = [
+      ([f"--pretrained={tmp_path / 'missing'}"], "holds no run (no config.json)"),
+      ([f"--pretrained={not_bert}"], "holds a 'gpt' run, not BERT pretraining"),
+      (["--pretrained=e5", "--seeds=0"], "seeds=0 is out of range"),
+      (["--pretrained=minilm", "--en_examples=100,3k"], "--en_examples='3k': give numbers"),
+      (["--pretrained=minilm", "--en_examples=0"], "en_examples has 0; give numbers"),
+  ]
+  for arguments, message in cases:
+    process = run_cli(*arguments, f"--workdir={tmp_path / 'out'}")
     assert process.returncode == 2, process.stderr
     last_line = process.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: ") and message in last_line, process.stderr

@@ -2,26 +2,38 @@
 
     python -m jaxssl.analysis.transfer --workdir=/tmp/transfer \\
         --pretrained=/tmp/bilingual_bert/full,/tmp/bilingual_bert/quarter
+    python -m jaxssl.analysis.transfer --workdir=/tmp/transfer_e5 --pretrained=e5,minilm \\
+        --learning_rate=3e-5 --seeds=3 --en_examples=100,300,1000,3000
 
 Each ``--pretrained`` workdir is a jaxssl BERT pretraining run (e.g. configs/bert_pretrain.py
 with ``corpus=bilingual``: one vocabulary over English and Chinese). From each, and from the
 first one's architecture and tokenizer with random weights (``scratch:PATH``), two fine-tuning
-runs (``jaxssl.core.finetune.run`` with configs/bert_finetune.py and ``BUDGET``) go in
-``WORKDIR/<name>/``:
+runs (``jaxssl.core.finetune.run`` with configs/bert_finetune.py and ``BUDGET``) per seed go in
+``WORKDIR/<name>/`` (``<run>`` for seed 0, ``<run>.seed<k>`` for ``--seeds=N``'s others, as in
+``jaxssl.suite``):
 
 - ``sentiment_en``: English sentences (``--en_dataset``), evaluated on their own dev split and,
   zero-shot, on the Chinese dev split of ``jaxssl_sentiment_zh`` (``predict.Predictor.evaluate``:
   the labels are matched by name, negative/positive in both);
 - ``sentiment_zh``: the Chinese training split itself, the upper bound for the zero-shot number.
 
+``--en_examples``: the curve of zero-shot accuracy against the number of English training
+examples, for the first ``--pretrained`` model: ``sentiment_en.n<count>`` runs on the first
+``count`` English sentences, at most ``num_train_steps`` steps and at most ``CURVE_EPOCHS`` passes
+over them; the full training split is the curve's last point.
+
 Text-blind baselines on the Chinese dev split: the majority class of the English and of the
 Chinese training split. Each pretrained model's MLM accuracy is also measured on the English and
 the Chinese validation documents apart (batched and masked as its own evaluation is), which shows
-what it learnt of each language. A finished run is read back, not run again. Writes
-``WORKDIR/transfer.md`` (the tables), ``transfer.json`` and ``transfer.png`` (grouped bars).
+what it learnt of each language. A finished run is read back, not run again, and an unfinished
+one resumes. Writes ``WORKDIR/transfer.md`` (the tables, mean ± sd over the seeds),
+``transfer.json`` (every seed's metrics), ``transfer.png`` (grouped bars) and, with
+``--en_examples``, ``examples_curve.png``.
 """
 
+import math
 import os
+import statistics
 
 import jax
 import numpy as np
@@ -63,6 +75,9 @@ METRICS = ("accuracy", "f1", "matthews_corrcoef")
 LANGUAGES = {"en": "jaxssl_corpus/en", "zh": "jaxssl_corpus/zh"}
 # (fine-tuning run, evaluated on): the three bars of each model.
 SETTINGS = (("sentiment_en", "en"), ("sentiment_en", "zh"), ("sentiment_zh", "zh"))
+# A curve point's most passes over its English examples: 100 sentences get 63 steps of 16, not
+# 200 (32 passes), so small points cost less; 3 passes (19 steps) left e5 at chance in English.
+CURVE_EPOCHS = 10
 
 
 def define_flags():
@@ -75,6 +90,10 @@ def define_flags():
                       "English sentiment dataset to fine-tune on (a jaxssl_sentiment domain).")
   flags.DEFINE_float("learning_rate", BUDGET["learning_rate"], "Peak learning rate of every run.")
   flags.DEFINE_integer("num_train_steps", BUDGET["num_train_steps"], "Steps of every run.")
+  flags.DEFINE_integer("seeds", 1, "Runs per (model, setting), seeds 0..N-1: mean ± sd.")
+  flags.DEFINE_list(
+      "en_examples", [], "Numbers of English training sentences for the curve of zero-shot "
+      "accuracy (first --pretrained model); empty: no curve.")
   flags.DEFINE_string("data_dir", None, "TFDS data dir (None: TFDS's default).")
   flags.mark_flags_as_required(["pretrained", "workdir"])
 
@@ -125,31 +144,55 @@ def majority_on(dataset, split, eval_split, data_dir):
   return {**scores, "examples": len(dev), "label": majority}
 
 
-def run_transfer(workdir, pretrained, en_dataset, data_dir=None, budget=None, languages=None):
-  """{"models": {name: {setting: metrics}}, "baselines": ..., "pretraining": ...}.
+def run_transfer(workdir,
+                 pretrained,
+                 en_dataset,
+                 data_dir=None,
+                 budget=None,
+                 languages=None,
+                 seeds=1,
+                 en_examples=()):
+  """{"models": {name: {setting: [metrics of each seed]}}, "curve": ..., "baselines": ...,
+  "pretraining": ...}.
 
   ``budget``: fields of ``BUDGET`` to change; ``languages``: {language: corpus} whose validation
-  documents the pretrained models' MLM accuracy is measured on (``LANGUAGES`` by default).
+  documents the pretrained models' MLM accuracy is measured on (``LANGUAGES`` by default);
+  ``en_examples``: the English training-set sizes of the curve (none: no curve).
   """
   budget = {**BUDGET, **(budget or {})}
+  if seeds < 1:
+    raise ValueError(f"seeds={seeds} is out of range; set it >= 1.")
+  for count in en_examples:
+    if count < 1:
+      raise ValueError(f"en_examples has {count}; give numbers of English sentences >= 1.")
   names = check_pretrained(pretrained)
   inits = {**names, "scratch": f"scratch:{pretrained[0]}"}
+  first = next(iter(names))  # the curve first: its small runs are the cheapest
+  curve = {}
+  for count in en_examples:
+    for seed in range(seeds):
+      point = curve_budget(budget, count, seed)
+      en_dir = seed_dir(os.path.join(workdir, first, f"sentiment_en.n{count}"), seed)
+      en = finetuned(en_dir, "sentiment", names[first], en_dataset, data_dir, point)
+      curve.setdefault(count, []).append({
+          "en": {
+              metric: en[metric] for metric in METRICS
+          },
+          "zh": zero_shot(en_dir, budget, data_dir),
+          "steps": point["num_train_steps"],
+      })
   models = {}
   for name, init_from in inits.items():
-    en_dir = os.path.join(workdir, name, "sentiment_en")
-    zh_dir = os.path.join(workdir, name, "sentiment_zh")
-    en = finetuned(en_dir, "sentiment", init_from, en_dataset, data_dir, budget)
-    zh = finetuned(zh_dir, "sentiment_zh", init_from, en_dataset, data_dir, budget)
-    zero_shot = predict.Predictor(en_dir).evaluate(ZH_DATASET, budget["eval_split"], data_dir)
-    models[name] = {
-        "sentiment_en/en": {
-            metric: en[metric] for metric in METRICS
-        },
-        "sentiment_en/zh": zero_shot,
-        "sentiment_zh/zh": {
-            metric: zh[metric] for metric in METRICS
-        },
-    }
+    for seed in range(seeds):
+      seeded = {**budget, "seed": seed}
+      settings = models.setdefault(name, {setting: [] for setting in setting_names()})
+      en_dir = seed_dir(os.path.join(workdir, name, "sentiment_en"), seed)
+      zh_dir = seed_dir(os.path.join(workdir, name, "sentiment_zh"), seed)
+      en = finetuned(en_dir, "sentiment", init_from, en_dataset, data_dir, seeded)
+      zh = finetuned(zh_dir, "sentiment_zh", init_from, en_dataset, data_dir, seeded)
+      settings["sentiment_en/en"].append({metric: en[metric] for metric in METRICS})
+      settings["sentiment_en/zh"].append(zero_shot(en_dir, budget, data_dir))
+      settings["sentiment_zh/zh"].append({metric: zh[metric] for metric in METRICS})
   baselines = {
       "majority class of the English training split":
           majority_on(en_dataset, budget["train_split"], budget["eval_split"], data_dir),
@@ -159,6 +202,11 @@ def run_transfer(workdir, pretrained, en_dataset, data_dir=None, budget=None, la
   languages = languages or LANGUAGES
   return {
       "models": models,
+      "curve": {
+          "model": first,
+          "points": curve,
+          "all": len(corpora.load_examples(en_dataset, budget["train_split"], data_dir)),
+      },
       "baselines": baselines,
       "pretraining": {
           name: pretraining_summary(path, languages, data_dir)
@@ -167,6 +215,37 @@ def run_transfer(workdir, pretrained, en_dataset, data_dir=None, budget=None, la
       },
       "en_dataset": en_dataset,
       "eval_split": budget["eval_split"],
+      "num_train_steps": budget["num_train_steps"],
+  }
+
+
+def setting_names():
+  return [f"{run}/{language}" for run, language in SETTINGS]
+
+
+def seed_dir(directory, seed):
+  """A run's directory for ``seed``: itself for seed 0, ``<directory>.seed<k>`` otherwise."""
+  return directory + (f".seed{seed}" if seed else "")
+
+
+def zero_shot(en_dir, budget, data_dir):
+  """The English-trained run's metrics on the Chinese dev split."""
+  return predict.Predictor(en_dir).evaluate(ZH_DATASET, budget["eval_split"], data_dir)
+
+
+def curve_budget(budget, count, seed):
+  """The budget of the curve's point of ``count`` English sentences: the first ``count`` of the
+  training split, for at most ``CURVE_EPOCHS`` passes (and at most the budget's steps), warm-up
+  a tenth of that."""
+  split = budget["train_split"].partition("[")[0]
+  steps = min(budget["num_train_steps"], math.ceil(CURVE_EPOCHS * count / budget["batch_size"]))
+  return {
+      **budget,
+      "seed": seed,
+      "train_split": f"{split}[:{count}]",
+      "num_train_steps": steps,
+      "warmup_steps": max(1, steps // 10),
+      "log_every": min(budget["log_every"], steps),
   }
 
 
@@ -210,7 +289,8 @@ def mlm_accuracies(path, languages, data_dir):
 
 
 def tables(results):
-  """The Markdown tables: transfer results, then the pretraining runs."""
+  """The Markdown tables: transfer results (mean ± sd over the seeds), the examples curve, then
+  the pretraining runs."""
   en_name, split = results["en_dataset"], results["eval_split"]
   evaluated_on = {"en": f"{en_name} {split}", "zh": f"{ZH_DATASET} {split}"}
   trained_on = {"sentiment_en": f"{en_name} (English)", "sentiment_zh": f"{ZH_DATASET} (Chinese)"}
@@ -222,11 +302,24 @@ def tables(results):
     for run, language in SETTINGS:
       scores = settings[f"{run}/{language}"]
       note = " (zero-shot)" if (run, language) == ("sentiment_en", "zh") else ""
-      lines.append(f"| {name} | {trained_on[run]} | {evaluated_on[language]}{note} | " +
-                   " | ".join(f"{scores[metric]:.4f}" for metric in METRICS) + " |")
+      lines.append(f"| {name} | {trained_on[run]} | {evaluated_on[language]}{note} | " + " | ".join(
+          suite.mean_and_sd([seed[metric] for seed in scores]) for metric in METRICS) + " |")
   for name, scores in results["baselines"].items():
     lines.append(f"| {name} (always {scores['label']}) | — | {evaluated_on['zh']} | " +
                  " | ".join(f"{scores[metric]:.4f}" for metric in METRICS) + " |")
+  curve = results["curve"]
+  if curve["points"]:
+    lines += [
+        "",
+        f"| {curve['model']}: English training sentences | steps | {evaluated_on['en']} accuracy "
+        f"| {evaluated_on['zh']} accuracy (zero-shot) |",
+        "|---|---|---|---|",
+    ]
+    for count, seeds, num_steps in curve_rows(results):
+      lines.append(f"| {count} | {num_steps} | " + " | ".join(
+          suite.mean_and_sd([seed[language]["accuracy"]
+                             for seed in seeds])
+          for language in ("en", "zh")) + " |")
   runs = results["pretraining"]
   if not runs:  # published encoders only
     return "\n".join(lines)
@@ -246,13 +339,28 @@ def tables(results):
   return "\n".join(lines)
 
 
+def curve_rows(results):
+  """[(number of English sentences, [each seed's {"en": metrics, "zh": metrics}], steps)] by
+  size, the full training split (the models table's runs) last."""
+  curve = results["curve"]
+  points = sorted((int(count), seeds) for count, seeds in curve["points"].items())
+  models = results["models"][curve["model"]]
+  full = [{
+      "en": en,
+      "zh": zh
+  } for en, zh in zip(models["sentiment_en/en"], models["sentiment_en/zh"])]
+  return ([(count, seeds, seeds[0]["steps"]) for count, seeds in points] +
+          [(curve["all"], full, results["num_train_steps"])])
+
+
 def _percent(value):
   return "—" if value is None else f"{100 * value:.2f}%"
 
 
 def plot(results, path):
-  """Accuracy as grouped bars: a group per model, a bar per (fine-tuned on, evaluated on); the
-  text-blind baselines on the Chinese dev split as horizontal lines."""
+  """Accuracy as grouped bars: a group per model, a bar per (fine-tuned on, evaluated on), the
+  mean over the seeds with their sd as error bars; the text-blind baselines on the Chinese dev
+  split as horizontal lines."""
   models = list(results["models"])
   labels = {
       ("sentiment_en", "en"): "fine-tuned en, eval en",
@@ -264,8 +372,17 @@ def plot(results, path):
   width = 0.8 / len(SETTINGS)
   positions = np.arange(len(models))  # (M,)
   for index, (run, language) in enumerate(SETTINGS):
-    accuracies = [results["models"][name][f"{run}/{language}"]["accuracy"] for name in models]
-    bars = axis.bar(positions + (index - 1) * width, accuracies, width, label=labels[run, language])
+    means, sds = zip(
+        *(_mean_sd([seed["accuracy"]
+                    for seed in results["models"][name][f"{run}/{language}"]])
+          for name in models))
+    bars = axis.bar(
+        positions + (index - 1) * width,
+        means,
+        width,
+        yerr=sds,
+        capsize=3,
+        label=labels[run, language])
     axis.bar_label(bars, fmt="%.3f", fontsize=7)
   for (name, scores), style in zip(results["baselines"].items(), (":", "--")):
     axis.axhline(
@@ -281,18 +398,65 @@ def plot(results, path):
   files.save_figure(fig, path, dpi=110)
 
 
+def plot_curve(results, path):
+  """Zero-shot Chinese and in-language English dev accuracy against the number of English
+  training sentences (log scale), mean ± sd over the seeds; the Chinese-trained upper bound and
+  the Chinese majority class as horizontal lines."""
+  rows = curve_rows(results)
+  counts = [count for count, _, _ in rows]
+  fig = figure.Figure(figsize=(6.4, 4.0), layout="constrained")
+  axis = fig.subplots()
+  for language, label in (("en", "English dev (in-language)"), ("zh", "Chinese dev (zero-shot)")):
+    means, sds = zip(
+        *(_mean_sd([seed[language]["accuracy"] for seed in seeds]) for _, seeds, _ in rows))
+    axis.errorbar(counts, means, yerr=sds, marker="o", capsize=3, label=label)
+  name = results["curve"]["model"]
+  upper, _ = _mean_sd([seed["accuracy"] for seed in results["models"][name]["sentiment_zh/zh"]])
+  axis.axhline(upper, color="gray", linestyle="--", label=f"trained on Chinese ({upper:.3f})")
+  majority = results["baselines"]["majority class of the Chinese training split"]["accuracy"]
+  axis.axhline(majority, color="gray", linestyle=":", label=f"Chinese majority ({majority:.3f})")
+  axis.set_xscale("log")
+  axis.set_xlabel("English training sentences")
+  axis.set_ylabel("dev accuracy")
+  axis.set_title(f"{name}: zero-shot Chinese sentiment vs English data")
+  axis.legend(fontsize=7, loc="lower right")
+  files.save_figure(fig, path, dpi=110)
+
+
+def _mean_sd(values):
+  return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
 def main():
   workdir = flags.FLAGS.workdir
   budget = dict(
       learning_rate=flags.FLAGS.learning_rate, num_train_steps=flags.FLAGS.num_train_steps)
-  results = run_transfer(workdir, flags.FLAGS.pretrained, flags.FLAGS.en_dataset,
-                         flags.FLAGS.data_dir, budget)
+  en_examples = [_count(value) for value in flags.FLAGS.en_examples]
+  results = run_transfer(
+      workdir,
+      flags.FLAGS.pretrained,
+      flags.FLAGS.en_dataset,
+      flags.FLAGS.data_dir,
+      budget,
+      seeds=flags.FLAGS.seeds,
+      en_examples=en_examples)
   markdown = tables(results)
   files.write_text(os.path.join(workdir, "transfer.md"), markdown + "\n")
   files.write_json(os.path.join(workdir, "transfer.json"), results)
   plot(results, os.path.join(workdir, "transfer.png"))
+  plots = f"{workdir}/transfer.png"
+  if en_examples:
+    plot_curve(results, os.path.join(workdir, "examples_curve.png"))
+    plots += f", {workdir}/examples_curve.png"
   print(markdown)
-  print(f"Tables: {workdir}/transfer.md; plot: {workdir}/transfer.png")
+  print(f"Tables: {workdir}/transfer.md; plots: {plots}")
+
+
+def _count(value):
+  if not value.isdigit():
+    raise ValueError(f"--en_examples={value!r}: give numbers of English sentences >= 1, "
+                     "e.g. --en_examples=100,300,1000.")
+  return int(value)
 
 
 if __name__ == "__main__":
