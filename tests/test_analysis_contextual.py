@@ -99,6 +99,7 @@ def test_shipped_examples_load():
     sentences = contextual.load_sentences(example=name)
     assert sentences.word == word and len(set(sentences.senses)) == 2
     assert len(sentences.texts) == 12
+    assert all(text.lower().count(word) == 1 for text in sentences.texts)  # as PROVENANCE.md says
 
 
 def run_command(*args):

