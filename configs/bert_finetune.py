@@ -12,6 +12,8 @@ Shipped with the package:
                     task=pos_brown for the original Brown tags.
   task=qa           Bible cloze questions -> answer span in a WEB passage (exact match, F1).
   task=sentiment_zh Chinese review snippets -> negative/positive (accuracy, F1, Matthews).
+  task=splice       DNA around splice junctions -> EI/IE/N; task=promoters (DNA) and
+                    task=malonylation (protein windows) likewise (config.sequence_words).
 From the TFDS catalog (network once to download): sst2, mrpc, qqp, cola, stsb, mnli, qnli, rte,
 wnli (GLUE, dev = validation) and squad (v1.1).
 On 2 CPU cores MiniLM fine-tunes at about 1.5 s per step of 16 sentences at 48 tokens
@@ -95,6 +97,11 @@ def get_config(arg=None):
   # Tokens between the starts of consecutive windows of one text; a stride longer than a window
   # is shortened to it, so no text is skipped. QA contexts are always windowed.
   config.doc_stride = 64
+
+  # Sequence tasks (splice, promoters, malonylation): how DNA bases or amino acids become words
+  # before tokenization (jaxssl.data.sequence_words): "words" (fixed words, A -> "we"...),
+  # "random:SEED" (random English words) or "chars" (the letters themselves).
+  config.sequence_words = "words"
 
   # Extractive QA (task=qa, squad).
   config.max_question_length = 64  # Question tokens kept (the rest are cut and counted).

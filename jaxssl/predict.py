@@ -134,6 +134,7 @@ class Predictor:
         doc_stride=self.config.doc_stride,
         sliding_windows=self.config.get("sliding_windows", False),
         max_question_length=self.config.max_question_length,
+        sequence_words=self.config.get("sequence_words", "words"),
         where=where)
     if rows.skipped:  # every record was checked above, so only text without a token lands here
       raise ValueError(f"{sum(rows.skipped.values())} {where}s encode to no token "
@@ -173,6 +174,7 @@ class Predictor:
         doc_stride=self.config.doc_stride,
         sliding_windows=self.config.get("sliding_windows", False),
         max_question_length=self.config.max_question_length,
+        sequence_words=self.config.get("sequence_words", "words"),
         where=f"{dataset} {split}")
     outputs, _ = finetune.run_model(
         self.predict_step,

@@ -219,6 +219,7 @@ def encode_split(config, task, tokenizer, split, num_labels):
       doc_stride=config.doc_stride,
       sliding_windows=config.get("sliding_windows", False),
       max_question_length=config.max_question_length,
+      sequence_words=config.get("sequence_words", "words"),
       where=f"{task.dataset} {split}")
   report = {
       "examples": len(examples),
@@ -239,7 +240,7 @@ def encode_split(config, task, tokenizer, split, num_labels):
 # silently continue a different run (num_train_steps may grow, as in pretraining).
 RUN_IDENTITY_FIELDS = ("objective", "task", "dataset", "init_from", "seed", "train_split",
                        "max_seq_length", "batch_size", "doc_stride", "max_question_length",
-                       "sliding_windows")
+                       "sliding_windows", "sequence_words")
 
 
 def save_for_prediction(workdir, config, encoder_cfg, tokenizer, label_names):

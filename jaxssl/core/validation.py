@@ -4,6 +4,7 @@ value is one error naming the field, the value and the range it must lie in."""
 import math
 
 from jaxssl.core import steps
+from jaxssl.data import sequence_words
 
 # field -> (lowest, highest, whether each bound is allowed): the fields any run config may hold.
 # A field a config does not have is not checked. model.* fields are given with their prefix.
@@ -84,6 +85,9 @@ def check_fields(config):
   decay = _value(config, "lr_decay")
   if decay is not None and decay not in steps.DECAYS:
     raise ValueError(f"lr_decay={decay!r} is not a schedule; use one of {sorted(steps.DECAYS)}.")
+  mapping = _value(config, "sequence_words")
+  if mapping is not None:
+    sequence_words.check_mapping(mapping)
 
 
 def profile_steps(text):

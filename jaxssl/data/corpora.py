@@ -45,7 +45,8 @@ def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
         f"unknown dataset name or config {name!r}; use 'jaxssl_corpus/en', 'jaxssl_corpus/zh', "
         "'jaxssl_corpus/bilingual', 'jaxssl_corpus/<corpus file>', 'jaxssl_sentiment/<domain>', "
         "'jaxssl_sentiment_zh', 'jaxssl_pos/brown', 'jaxssl_paraphrase/kjv_web', "
-        "'jaxssl_qa/bible_cloze' or a TFDS catalog name such as 'wikipedia/20230601.en'") from error
+        "'jaxssl_qa/bible_cloze', 'jaxssl_sequences/<splice|promoters|malonylation>' or a TFDS catalog name such as 'wikipedia/20230601.en'"
+    ) from error
 
 
 def _prepared(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:

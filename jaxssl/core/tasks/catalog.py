@@ -15,6 +15,7 @@ import dataclasses
 import numpy as np
 
 from jaxssl.core.tasks import kinds
+from jaxssl.data import sequence_words as sequence_words_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +29,10 @@ class Task:
   label_key: str
   metrics: tuple[str, ...]  # names in kinds.METRICS (QA: "exact_match", "f1")
   dev_split: str = "validation"  # the split evaluated on (GLUE's test labels are hidden)
+  # A sequence task's alphabet (jaxssl.data.sequence_words.ALPHABETS: "dna", "protein"): its
+  # text is symbols, written as words by the config's ``sequence_words`` mapping before
+  # tokenization. "": the text is language.
+  alphabet: str = ""
 
 
 _BINARY = ("accuracy", "f1", "matthews_corrcoef")
@@ -78,6 +83,30 @@ TASKS = {
 }
 # The tasks whose data ships with jaxssl, which the suite (jaxssl.suite) runs.
 OFFLINE_TASKS = ("sentiment", "rating", "paraphrase", "pos", "qa", "sentiment_zh")
+# Sequences that are not language, shipped too (jaxssl.analysis.beyond_language).
+SEQUENCE_TASKS = {
+    "splice":
+        Task(
+            "jaxssl_sequences/splice",
+            "classification", ("sequence",),
+            "label", ("accuracy",),
+            alphabet="dna"),
+    "promoters":
+        Task(
+            "jaxssl_sequences/promoters",
+            "classification", ("sequence",),
+            "label",
+            _BINARY,
+            alphabet="dna"),
+    "malonylation":
+        Task(
+            "jaxssl_sequences/malonylation",
+            "classification", ("sequence",),
+            "label",
+            _BINARY,
+            alphabet="protein"),
+}
+TASKS.update(SEQUENCE_TASKS)
 
 
 def get_task(name, dataset=""):
@@ -117,10 +146,13 @@ def encode(task,
            doc_stride=64,
            max_question_length=64,
            sliding_windows=False,
+           sequence_words="words",
            where="examples"):
   """``Rows`` of ``examples`` (dicts of features); ``with_targets`` False for prediction, where
   there are no labels. ``num_labels``: the label set's size for class labels, which are checked;
-  ``where`` names the examples in errors (e.g. 'glue/sst2 test')."""
+  ``sequence_words``: a sequence task's mapping of symbols to words (an example with a symbol
+  outside its alphabet is skipped and counted); ``where`` names the examples in errors (e.g.
+  'glue/sst2 test')."""
   kind = kinds.get(task.kind)
   needed = task.text_keys + ((task.label_key,) if with_targets else ())
   missing = [key for key in needed if examples and key not in examples[0]]
@@ -133,10 +165,17 @@ def encode(task,
   skipped = collections.Counter()
   kept, rows, truncated = [], [], 0
   side = {key: [] for key in kind.side_keys}
+  if task.alphabet:
+    sequence_words_lib.check_mapping(sequence_words)
   for index, example in enumerate(examples):
     try:
+      if task.alphabet:
+        key = task.text_keys[0]
+        example = {
+            **example, key: sequence_words_lib.to_words(example[key], task.alphabet, sequence_words)
+        }
       example_rows, cut = kind.encode_example(task, tokenizer, example, options)
-    except kinds.Skip as reason:
+    except (kinds.Skip, sequence_words_lib.UnknownSymbol) as reason:
       skipped[str(reason)] += 1
       continue
     if with_targets and num_labels is not None:

@@ -4,7 +4,8 @@ package registers them. Read them through ``jaxssl.data.corpora``.
 - ``jaxssl_corpus``: English and Chinese documents for pretraining (corpus.py);
 - ``jaxssl_sentiment``: VADER's rated English sentences (sentiment.py);
 - ``jaxssl_sentiment_zh``, ``jaxssl_pos``, ``jaxssl_paraphrase``, ``jaxssl_qa``: the other
-  fine-tuning tasks (one module each).
+  fine-tuning tasks (one module each);
+- ``jaxssl_sequences``: DNA and protein sequences with class labels (sequences.py).
 """
 
 from jaxssl.data.builders import corpus
@@ -12,7 +13,8 @@ from jaxssl.data.builders import paraphrase
 from jaxssl.data.builders import pos
 from jaxssl.data.builders import sentiment
 from jaxssl.data.builders import sentiment_zh
+from jaxssl.data.builders import sequences
 from jaxssl.data.builders import squad
 
 BUILDERS = (corpus.JaxsslCorpus, sentiment.JaxsslSentiment, sentiment_zh.JaxsslSentimentZh,
-            pos.JaxsslPos, paraphrase.JaxsslParaphrase, squad.JaxsslQa)
+            pos.JaxsslPos, paraphrase.JaxsslParaphrase, squad.JaxsslQa, sequences.JaxsslSequences)

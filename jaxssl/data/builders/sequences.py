@@ -1,0 +1,95 @@
+"""Classification of sequences that are not language: the TFDS dataset ``jaxssl_sequences``.
+
+Each example is a ``sequence`` of symbols (DNA bases, amino acids) and a class ``label``;
+``jaxssl.data.sequence_words`` turns the symbols into words before tokenization (the
+cross-disciplinary experiment of ``jaxssl.analysis.beyond_language``). Files, licences and
+counts are in tasks/PROVENANCE.md. Every file holds distinct sequences (duplicates, and a
+sequence given two labels, were dropped when it was made), so no sequence is in two splits.
+"""
+
+import dataclasses
+import hashlib
+
+import tensorflow_datasets as tfds
+
+from jaxssl.data.builders import shipped
+
+
+@dataclasses.dataclass(eq=False)
+class SequencesConfig(tfds.core.BuilderConfig):
+  file: str = ""  # name of tasks/<file>.jsonl.xz
+  labels: tuple[str, ...] = ()
+  # Held-out fractions by split (the rest is train), chosen by a hash of the id; a file whose
+  # records carry their own "split" keeps it, and validation comes out of its train split.
+  held_out: tuple[tuple[str, float], ...] = ()
+
+
+class JaxsslSequences(shipped.ArrayRecordBuilder):
+  """Non-language sequences with class labels.
+
+  - ``splice``: 3,000 primate gene sequences of 60 nucleotides around a splice junction: EI
+    (exon → intron, donor), IE (intron → exon, acceptor) or N (neither). UCI "Molecular Biology
+    (Splice-junction Gene Sequences)", via R's mlbench (``DNA``), CC BY 4.0.
+  - ``promoters``: 106 E. coli sequences of 57 nucleotides, promoter or not. UCI "Molecular
+    Biology (Promoter Gene Sequences)", via R's kernlab (``promotergene``), CC BY 4.0.
+  - ``malonylation``: 10,576 protein windows of 31 residues ("-" past a protein's end) centred
+    on a lysine, a malonylation site or not; iLearnPlus's example data (MIT), with its own
+    train/test split.
+  """
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  BUILDER_CONFIGS = [
+      SequencesConfig(
+          name="splice",
+          description="DNA splice junctions (EI/IE/N), 3,000 distinct sequences of 60 nt.",
+          file="splice_dna",
+          labels=("EI", "IE", "N"),
+          held_out=(("test", 0.15), ("validation", 0.15))),
+      SequencesConfig(
+          name="promoters",
+          description="E. coli promoters vs non-promoters, 106 sequences of 57 nt.",
+          file="promoters_dna",
+          labels=("non_promoter", "promoter"),
+          held_out=(("test", 0.2), ("validation", 0.2))),
+      SequencesConfig(
+          name="malonylation",
+          description="Lysine malonylation sites vs other lysines, 31-residue protein windows.",
+          file="malonylation_protein",
+          labels=("non_site", "site"),
+          held_out=(("validation", 0.1),)),
+  ]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    features = tfds.features.FeaturesDict({
+        "id": tfds.features.Text(),
+        "sequence": tfds.features.Text(),
+        "label": tfds.features.ClassLabel(names=self.builder_config.labels),
+    })
+    return self.dataset_info_from_configs(features=features, supervised_keys=("sequence", "label"))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # the sequences ship with the package
+    records = shipped.read_records(shipped.TASKS_DIR / f"{self.builder_config.file}.jsonl.xz")
+    for record in records:
+      record.setdefault("id", sequence_id(record["sequence"]))
+    held_out = dict(self.builder_config.held_out)
+    given = [r for r in records if r.get("split", "train") != "train"]
+    splits = shipped.split_by_hash([r for r in records if r.get("split", "train") == "train"],
+                                   held_out)
+    for record in given:
+      splits.setdefault(record["split"], []).append(record)
+    return {split: self._generate_examples(chosen) for split, chosen in splits.items()}
+
+  def _generate_examples(self, records):
+    for record in records:
+      yield record["id"], {
+          "id": record["id"],
+          "sequence": record["sequence"],
+          "label": record["label"]
+      }
+
+
+def sequence_id(sequence: str) -> str:
+  """A sequence's id: the first 16 hex digits of the SHA-256 of its symbols."""
+  return hashlib.sha256(sequence.encode("utf-8")).hexdigest()[:16]
