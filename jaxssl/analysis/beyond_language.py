@@ -43,9 +43,9 @@ from jaxssl.data import sequence_words
 # 1e-4 for both encoders, rows of 64 tokens: 60 bases and [CLS]/[SEP]); a few minutes per run of
 # MiniLM on 2 CPU cores.
 BUDGETS = {
-    "splice": dict(num_train_steps=400, warmup_steps=40),  # 3 passes over 2,100 sequences
+    "splice": dict(num_train_steps=300, warmup_steps=30),  # 2.3 passes over 2,100 sequences
     "promoters": dict(num_train_steps=60, warmup_steps=6, log_every=5),  # 15 passes over 64
-    "malonylation": dict(num_train_steps=400, warmup_steps=40),  # 0.84 pass over 7,636
+    "malonylation": dict(num_train_steps=300, warmup_steps=30),  # 0.63 pass over 7,636
 }
 KMER = {"dna": 4, "protein": 2}  # longest k of the k-mer baseline, per alphabet
 INITS = ("minilm", "scratch")
