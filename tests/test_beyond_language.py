@@ -15,9 +15,14 @@ from jaxssl import pretrained
 from jaxssl.analysis import beyond_language
 from jaxssl.core.tasks import catalog
 from jaxssl.data import corpora
+from jaxssl.data.builders import sequences
 from jaxssl.data import sequence_words
 
-COUNTS = {"splice": 3000, "promoters": 106, "malonylation": 10576}  # tasks/PROVENANCE.md
+COUNTS = {
+    "splice": 3000,
+    "promoters": 106,
+    "malonylation": 10576
+}  # tasks/PROVENANCE.md; essen ships nothing
 
 
 @pytest.mark.parametrize("task", sorted(COUNTS))
@@ -32,6 +37,23 @@ def test_shipped_sets_have_their_counts_and_no_sequence_in_two_splits(task, tfds
   alphabet = set(sequence_words.ALPHABETS[catalog.SEQUENCE_TASKS[task].alphabet])
   assert set("".join(everything)) <= alphabet
   assert all(by_split.values())
+
+
+def test_melodies_are_interval_letters_read_from_music21(monkeypatch):
+  pytest.importorskip("music21")
+  assert sequences.intervals([60, 62, 62, 59, 84, 40]) == "omjya"  # +2, 0, -3, clipped +-12
+  records = sequences.essen_records((("china", ("testd",)), ("germany", ("erk5",))))
+  assert [r["label"] for r in records].count("china") == 8  # testd's 8 tunes
+  assert [r["label"] for r in records].count("germany") == 27  # erk5's 27
+  assert len({record["sequence"] for record in records}) == len(records)
+  assert all(
+      len(r["sequence"]) >= 8 and set(r["sequence"]) <= set(sequence_words.ALPHABETS["intervals"])
+      for r in records)
+  # A melody under two labels is neither's.
+  assert not sequences.essen_records((("china", ("testd",)), ("germany", ("testd",))))
+  monkeypatch.setitem(sys.modules, "music21", None)  # as if not installed
+  with pytest.raises(ValueError, match="pip install music21"):
+    sequences.essen_records((("china", ("testd",)),))
 
 
 def test_mappings_write_symbols_as_words():

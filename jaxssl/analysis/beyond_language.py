@@ -1,5 +1,5 @@
 """BERT on sequences that are not language (Kao & Lee, 2021, "Is BERT a cross-disciplinary
-knowledge learner?"): DNA and protein classification with an English BERT.
+knowledge learner?"): DNA, protein and melody classification with an English BERT.
 
     python -m jaxssl.analysis.beyond_language --workdir=/tmp/beyond
     python -m jaxssl.analysis.beyond_language --workdir=/tmp/beyond --tasks=splice \\
@@ -46,8 +46,12 @@ BUDGETS = {
     "splice": dict(num_train_steps=300, warmup_steps=30),  # 2.3 passes over 2,100 sequences
     "promoters": dict(num_train_steps=60, warmup_steps=6, log_every=5),  # 15 passes over 64
     "malonylation": dict(num_train_steps=300, warmup_steps=30),  # 0.63 pass over 7,636
+    # About 3 passes over 1,600 tunes; rows of 128 tokens hold most tunes whole (longer ones are
+    # windowed).
+    "essen": dict(num_train_steps=300, warmup_steps=30, max_seq_length=128),
 }
-KMER = {"dna": 4, "protein": 2}  # longest k of the k-mer baseline, per alphabet
+# Longest k of the k-mer baseline, per alphabet (for melodies: interval n-grams).
+KMER = {"dna": 4, "protein": 2, "intervals": 3}
 INITS = ("minilm", "scratch")
 
 
@@ -189,7 +193,7 @@ def plot(results, path):
   axis.set_xticks(positions, tasks)
   axis.set_ylabel("dev accuracy")
   axis.set_ylim(0.0, 1.05)
-  axis.set_title("English BERT on DNA and protein: pretrained vs scratch vs classical")
+  axis.set_title("English BERT on non-language sequences: pretrained vs scratch vs classical")
   axis.legend(fontsize=7, loc="lower right")
   files.save_figure(fig, path, dpi=110)
 

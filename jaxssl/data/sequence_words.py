@@ -4,9 +4,9 @@ English BERT on DNA written as "we she he you ...".
 
 The fine-tuning config's ``sequence_words`` picks the mapping:
 
-- ``"words"``: fixed words, Kao & Lee's for DNA (A → we, T → you, C → he, G → she) and, for
-  proteins, one common English word per amino acid (and "none" for "-", a position past the
-  protein's end);
+- ``"words"``: fixed words, Kao & Lee's for DNA (A → we, T → you, C → he, G → she), for
+  proteins one common English word per amino acid (and "none" for "-", a position past the
+  protein's end), for melodic intervals the first 25 words of ``WORD_POOL``;
 - ``"random:SEED"``: each symbol a distinct word of ``WORD_POOL``, drawn with SEED;
 - ``"chars"``: the symbols themselves, separated by spaces (a tokenizer sees single letters).
 
@@ -18,7 +18,12 @@ import functools
 
 import numpy as np
 
-ALPHABETS = {"dna": "ACGT", "protein": "ACDEFGHIKLMNPQRSTVWY-"}
+# Melodic intervals: a..y for -12..+12 semitones (jaxssl.data.builders.sequences.intervals).
+ALPHABETS = {
+    "dna": "ACGT",
+    "protein": "ACDEFGHIKLMNPQRSTVWY-",
+    "intervals": "abcdefghijklmnopqrstuvwxy"
+}
 FIXED_WORDS = {
     "dna":
         dict(A="we", T="you", C="he", G="she"),

@@ -1,10 +1,14 @@
 """Classification of sequences that are not language: the TFDS dataset ``jaxssl_sequences``.
 
-Each example is a ``sequence`` of symbols (DNA bases, amino acids) and a class ``label``;
+Each example is a ``sequence`` of symbols (DNA bases, amino acids, melodic intervals) and a
+class ``label``;
 ``jaxssl.data.sequence_words`` turns the symbols into words before tokenization (the
 cross-disciplinary experiment of ``jaxssl.analysis.beyond_language``). Files, licences and
 counts are in tasks/PROVENANCE.md. Every file holds distinct sequences (duplicates, and a
 sequence given two labels, were dropped when it was made), so no sequence is in two splits.
+
+``essen`` ships nothing: its folk songs are read from the installed music21 package's corpus
+(non-commercial licence) when the dataset is prepared (about 2,300 tunes, minutes of parsing).
 """
 
 import dataclasses
@@ -22,6 +26,8 @@ class SequencesConfig(tfds.core.BuilderConfig):
   # Held-out fractions by split (the rest is train), chosen by a hash of the id; a file whose
   # records carry their own "split" keeps it, and validation comes out of its train split.
   held_out: tuple[tuple[str, float], ...] = ()
+  # Read from music21's Essen folk-song corpus instead of a file: (label, its .abc files).
+  music21_files: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 class JaxsslSequences(shipped.ArrayRecordBuilder):
@@ -35,6 +41,9 @@ class JaxsslSequences(shipped.ArrayRecordBuilder):
   - ``malonylation``: 10,576 protein windows of 31 residues ("-" past a protein's end) centred
     on a lysine, a malonylation site or not; iLearnPlus's example data (MIT), with its own
     train/test split.
+  - ``essen``: folk-song melodies from China (Essen's han1, han2) or Germany (Erk's collection:
+    erk5, erk10, erk20), each as the sequence of intervals between consecutive notes
+    (``intervals``), read from the installed music21 corpus.
   """
 
   VERSION = tfds.core.Version("1.0.0")
@@ -58,6 +67,12 @@ class JaxsslSequences(shipped.ArrayRecordBuilder):
           file="malonylation_protein",
           labels=("non_site", "site"),
           held_out=(("validation", 0.1),)),
+      SequencesConfig(
+          name="essen",
+          description="Chinese vs German folk-song melodies as interval sequences (music21).",
+          labels=("china", "germany"),
+          held_out=(("test", 0.15), ("validation", 0.15)),
+          music21_files=(("china", ("han1", "han2")), ("germany", ("erk5", "erk10", "erk20")))),
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -70,7 +85,10 @@ class JaxsslSequences(shipped.ArrayRecordBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager  # the sequences ship with the package
-    records = shipped.read_records(shipped.TASKS_DIR / f"{self.builder_config.file}.jsonl.xz")
+    if self.builder_config.music21_files:
+      records = essen_records(self.builder_config.music21_files)
+    else:
+      records = shipped.read_records(shipped.TASKS_DIR / f"{self.builder_config.file}.jsonl.xz")
     for record in records:
       record.setdefault("id", sequence_id(record["sequence"]))
     held_out = dict(self.builder_config.held_out)
@@ -88,6 +106,31 @@ class JaxsslSequences(shipped.ArrayRecordBuilder):
           "sequence": record["sequence"],
           "label": record["label"]
       }
+
+
+def intervals(midi_pitches) -> str:
+  """A melody's intervals between consecutive notes, in semitones clipped to -12..12, as the
+  letters a..y (a: an octave or more down, m: a repeated note, y: an octave or more up)."""
+  steps = [max(-12, min(12, b - a)) for a, b in zip(midi_pitches, midi_pitches[1:])]
+  return "".join(chr(ord("a") + step + 12) for step in steps)
+
+
+def essen_records(files_by_label):
+  """[{"sequence", "label"}] of the Essen tunes in music21's corpus, each label's files in turn:
+  distinct interval sequences of at least 8 intervals; one seen under two labels is dropped."""
+  try:
+    from music21 import corpus  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise ValueError("jaxssl_sequences/essen reads folk songs from the music21 corpus: "
+                     "pip install music21") from None
+  labels = {}
+  for label, files in files_by_label:
+    for name in files:
+      for score in corpus.parse(f"essenFolksong/{name}").scores:
+        sequence = intervals([n.pitch.midi for n in score.recurse().notes if n.isNote])
+        if len(sequence) >= 8:
+          labels.setdefault(sequence, set()).add(label)
+  return [{"sequence": q, "label": ls.pop()} for q, ls in labels.items() if len(ls) == 1]
 
 
 def sequence_id(sequence: str) -> str:
