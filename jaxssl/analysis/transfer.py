@@ -3,14 +3,14 @@
     python -m jaxssl.analysis.transfer --workdir=/tmp/transfer \\
         --pretrained=/tmp/bilingual_bert/full,/tmp/bilingual_bert/quarter
     python -m jaxssl.analysis.transfer --workdir=/tmp/transfer_e5 --pretrained=e5,minilm \\
-        --learning_rate=3e-5 --seeds=3 --en_examples=100,300,1000,3000
+        --learning_rate=3e-5 --seeds=3 --en_examples=100,300,1000
 
 Each ``--pretrained`` workdir is a jaxssl BERT pretraining run (e.g. configs/bert_pretrain.py
 with ``corpus=bilingual``: one vocabulary over English and Chinese). From each, and from the
 first one's architecture and tokenizer with random weights (``scratch:PATH``), two fine-tuning
 runs (``jaxssl.core.finetune.run`` with configs/bert_finetune.py and ``BUDGET``) per seed go in
-``WORKDIR/<name>/`` (``<run>`` for seed 0, ``<run>.seed<k>`` for ``--seeds=N``'s others, as in
-``jaxssl.suite``):
+``WORKDIR/<name>/`` (``<run>`` for seed 0, ``<run>.seed<k>`` for ``--seeds=N``'s others:
+``jaxssl.suite.run_dir``):
 
 - ``sentiment_en``: English sentences (``--en_dataset``), evaluated on their own dev split and,
   zero-shot, on the Chinese dev split of ``jaxssl_sentiment_zh`` (``predict.Predictor.evaluate``:
@@ -172,7 +172,7 @@ def run_transfer(workdir,
   for count in en_examples:
     for seed in range(seeds):
       point = curve_budget(budget, count, seed)
-      en_dir = seed_dir(os.path.join(workdir, first, f"sentiment_en.n{count}"), seed)
+      en_dir = suite.run_dir(workdir, first, f"sentiment_en.n{count}", seed)
       en = finetuned(en_dir, "sentiment", names[first], en_dataset, data_dir, point)
       curve.setdefault(count, []).append({
           "en": {
@@ -186,8 +186,8 @@ def run_transfer(workdir,
     for seed in range(seeds):
       seeded = {**budget, "seed": seed}
       settings = models.setdefault(name, {setting: [] for setting in setting_names()})
-      en_dir = seed_dir(os.path.join(workdir, name, "sentiment_en"), seed)
-      zh_dir = seed_dir(os.path.join(workdir, name, "sentiment_zh"), seed)
+      en_dir = suite.run_dir(workdir, name, "sentiment_en", seed)
+      zh_dir = suite.run_dir(workdir, name, "sentiment_zh", seed)
       en = finetuned(en_dir, "sentiment", init_from, en_dataset, data_dir, seeded)
       zh = finetuned(zh_dir, "sentiment_zh", init_from, en_dataset, data_dir, seeded)
       settings["sentiment_en/en"].append({metric: en[metric] for metric in METRICS})
@@ -221,11 +221,6 @@ def run_transfer(workdir,
 
 def setting_names():
   return [f"{run}/{language}" for run, language in SETTINGS]
-
-
-def seed_dir(directory, seed):
-  """A run's directory for ``seed``: itself for seed 0, ``<directory>.seed<k>`` otherwise."""
-  return directory + (f".seed{seed}" if seed else "")
 
 
 def zero_shot(en_dir, budget, data_dir):
