@@ -6,9 +6,10 @@
         --learning_rate=3e-5 --seeds=3 --en_examples=100,300,1000
 
 Each ``--pretrained`` workdir is a jaxssl BERT pretraining run (e.g. configs/bert_pretrain.py
-with ``corpus=bilingual``: one vocabulary over English and Chinese). From each, and from the
-first one's architecture and tokenizer with random weights (``scratch:PATH``), two fine-tuning
-runs (``jaxssl.core.finetune.run`` with configs/bert_finetune.py and ``BUDGET``) per seed go in
+with ``corpus=bilingual``: one vocabulary over English and Chinese). From each, and (unless
+``--noscratch``) from the first one's architecture and tokenizer with random weights
+(``scratch:PATH``), two fine-tuning runs (``jaxssl.core.finetune.run`` with
+configs/bert_finetune.py and ``BUDGET``) per seed go in
 ``WORKDIR/<name>/`` (``<run>`` for seed 0, ``<run>.seed<k>`` for ``--seeds=N``'s others:
 ``jaxssl.suite.run_dir``):
 
@@ -91,6 +92,9 @@ def define_flags():
   flags.DEFINE_float("learning_rate", BUDGET["learning_rate"], "Peak learning rate of every run.")
   flags.DEFINE_integer("num_train_steps", BUDGET["num_train_steps"], "Steps of every run.")
   flags.DEFINE_integer("seeds", 1, "Runs per (model, setting), seeds 0..N-1: mean ± sd.")
+  flags.DEFINE_bool(
+      "scratch", True, "Also fine-tune the first model's architecture and tokenizer from random "
+      "weights (as costly as the first model's own runs).")
   flags.DEFINE_list(
       "en_examples", [], "Numbers of English training sentences for the curve of zero-shot "
       "accuracy (first --pretrained model); empty: no curve.")
@@ -151,13 +155,15 @@ def run_transfer(workdir,
                  budget=None,
                  languages=None,
                  seeds=1,
-                 en_examples=()):
+                 en_examples=(),
+                 scratch=True):
   """{"models": {name: {setting: [metrics of each seed]}}, "curve": ..., "baselines": ...,
   "pretraining": ...}.
 
   ``budget``: fields of ``BUDGET`` to change; ``languages``: {language: corpus} whose validation
   documents the pretrained models' MLM accuracy is measured on (``LANGUAGES`` by default);
-  ``en_examples``: the English training-set sizes of the curve (none: no curve).
+  ``en_examples``: the English training-set sizes of the curve (none: no curve); ``scratch``:
+  whether to run the first model's architecture from random weights too.
   """
   budget = {**BUDGET, **(budget or {})}
   if seeds < 1:
@@ -166,7 +172,7 @@ def run_transfer(workdir,
     if count < 1:
       raise ValueError(f"en_examples has {count}; give numbers of English sentences >= 1.")
   names = check_pretrained(pretrained)
-  inits = {**names, "scratch": f"scratch:{pretrained[0]}"}
+  inits = {**names, **({"scratch": f"scratch:{pretrained[0]}"} if scratch else {})}
   first = next(iter(names))  # the curve first: its small runs are the cheapest
   curve = {}
   for count in en_examples:
