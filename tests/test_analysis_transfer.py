@@ -46,6 +46,16 @@ def test_table_numbers_come_from_the_runs(tiny_encoder, tfds_dir, tmp_path):
   name = os.path.basename(tiny_encoder)
   assert list(results["models"]) == [name, "scratch"]
   assert all(len(seeds) == 2 for model in results["models"].values() for seeds in model.values())
+  # Read back, not run again; without the scratch runs when asked.
+  again = transfer.run_transfer(
+      workdir, [tiny_encoder],
+      EN_DATASET,
+      tfds_dir,
+      TINY_BUDGET, {"moby_dick": SMALL_CORPUS},
+      seeds=2,
+      en_examples=[12],
+      scratch=False)
+  assert list(again["models"]) == [name] and again["models"][name] == results["models"][name]
 
   # Zero-shot: the English model's own predictions on the Chinese dev slice, scored by hand.
   dev = corpora.load_examples(transfer.ZH_DATASET, "validation[:40]", tfds_dir)
