@@ -145,7 +145,7 @@ def test_command_error_is_one_line_and_writes_nothing(tmp_path):
   result = run_command("--init_from=minilm", "--example=banks", f"--output={output}")
   assert result.returncode == 2
   assert [line for line in result.stderr.splitlines() if line.startswith("error")
-         ] == ["error: unknown example 'banks'; choose one of ['bank', 'guo']."]
+         ] == ["error: unknown example 'banks'; choose one of ['bank', 'guo', 'ruguo']."]
   assert not output.exists()
 
 
