@@ -440,7 +440,8 @@ def main():
       flags.FLAGS.data_dir,
       budget,
       seeds=flags.FLAGS.seeds,
-      en_examples=en_examples)
+      en_examples=en_examples,
+      scratch=flags.FLAGS.scratch)
   markdown = tables(results)
   files.write_text(os.path.join(workdir, "transfer.md"), markdown + "\n")
   files.write_json(os.path.join(workdir, "transfer.json"), results)
