@@ -108,7 +108,7 @@ def classical_baselines(task, data_dir):
   positions = linear_model.LogisticRegression(max_iter=5000)
   positions.fit(one_hot_positions(train_x, alphabet, length), train_y)
   predictions = {
-      f"{k}-mer counts + logistic regression":
+      "k-mer counts + logistic regression":
           kmers.predict(dev_x),
       "one-hot per position + logistic regression":
           positions.predict(one_hot_positions(dev_x, alphabet, length)),
