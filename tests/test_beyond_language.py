@@ -134,3 +134,34 @@ def test_table_numbers_come_from_the_runs_and_baselines(tfds_dir, tmp_path, monk
   assert (tmp_path / "beyond.png").read_bytes()[:4] == b"\x89PNG"
   with pytest.raises(ValueError, match="--tasks has 'sentiment'; use sequence tasks"):
     beyond_language.run(workdir, ["sentiment"], ["words"], seeds=1, data_dir=tfds_dir)
+
+
+def test_table_of_dna_and_protein_tasks_has_one_column_per_baseline():
+  # The baselines of a DNA and a protein task (different k-mer lengths) share their names.
+  dna = (["ACGTAC", "TTGACA", "ACGTTT", "GGGACA"], np.array([0, 1, 0, 1]))
+  protein = (["MKV-A", "KLLWY", "MKVAA", "KLWWY"], np.array([0, 1, 0, 1]))
+  classical = {
+      "splice":
+          beyond_language.baseline_scores(dna, dna, "dna", ("accuracy",)),
+      "malonylation":
+          beyond_language.baseline_scores(protein, protein, "protein",
+                                          catalog.SEQUENCE_TASKS["malonylation"].metrics),
+  }
+  assert list(classical["splice"]) == list(classical["malonylation"])
+  assert classical["splice"]["one-hot per position + logistic regression"]["accuracy"] == 1.0
+  runs = lambda task: [{m: 0.6 for m in catalog.SEQUENCE_TASKS[task].metrics}] * 2
+  results = {
+      "tasks": list(classical),
+      "classical": classical,
+      "fine_tuned": {
+          "words": {
+              init: {
+                  t: runs(t) for t in classical
+              } for init in beyond_language.INITS
+          }
+      },
+  }
+  lines = beyond_language.table(results).splitlines()
+  assert len(lines) == 2 + 1 + 3  # splice: accuracy; malonylation: accuracy, f1, Matthews
+  assert lines[-2].startswith("| malonylation | f1 | ") and lines[-2].endswith(
+      " | 0.6000 ± 0.0000 | 0.6000 ± 0.0000 |")

@@ -96,29 +96,36 @@ def one_hot_positions(sequences, alphabet, length):
 def classical_baselines(task, data_dir):
   """{baseline name: dev metrics} of the logistic regressions and the majority class."""
   task_record = catalog.SEQUENCE_TASKS[task]
-  train_x, train_y = sequences_and_labels(task_record, "train", data_dir)
-  dev_x, dev_y = sequences_and_labels(task_record, task_record.dev_split, data_dir)
-  alphabet = sequence_words.ALPHABETS[task_record.alphabet]
-  k = KMER[task_record.alphabet]
+  train = sequences_and_labels(task_record, "train", data_dir)
+  dev = sequences_and_labels(task_record, task_record.dev_split, data_dir)
+  return baseline_scores(train, dev, task_record.alphabet, task_record.metrics)
+
+
+def baseline_scores(train, dev, alphabet, metrics):
+  """{baseline name: {metric: value}} on ``dev`` of the baselines fitted on ``train`` (each a
+  (sequences, labels (N,)) pair) over the alphabet named ``alphabet``."""
+  (train_x, train_y), (dev_x, dev_y) = train, dev
+  symbols = sequence_words.ALPHABETS[alphabet]
   kmers = pipeline.make_pipeline(
-      feature_extraction.text.CountVectorizer(analyzer="char", ngram_range=(1, k), lowercase=False),
+      feature_extraction.text.CountVectorizer(
+          analyzer="char", ngram_range=(1, KMER[alphabet]), lowercase=False),
       preprocessing.StandardScaler(with_mean=False), linear_model.LogisticRegression(max_iter=5000))
   kmers.fit(train_x, train_y)
   length = max(len(s) for s in train_x)
   positions = linear_model.LogisticRegression(max_iter=5000)
-  positions.fit(one_hot_positions(train_x, alphabet, length), train_y)
+  positions.fit(one_hot_positions(train_x, symbols, length), train_y)
   predictions = {
       "k-mer counts + logistic regression":
           kmers.predict(dev_x),
       "one-hot per position + logistic regression":
-          positions.predict(one_hot_positions(dev_x, alphabet, length)),
+          positions.predict(one_hot_positions(dev_x, symbols, length)),
       "majority class":
           np.full_like(dev_y,
                        np.bincount(train_y).argmax()),
   }
   return {
       name: {
-          metric: float(kinds.METRICS[metric](dev_y, predicted)) for metric in task_record.metrics
+          metric: float(kinds.METRICS[metric](dev_y, predicted)) for metric in metrics
       } for name, predicted in predictions.items()
   }
 
