@@ -140,11 +140,16 @@ def run_suite(workdir, inits, tasks, seeds=1, **fields):
   return results
 
 
+def mean_sd(values):
+  """(mean, sample standard deviation) of ``values``; the sd of one value is 0."""
+  return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
 def mean_and_sd(values):
   """"0.8500" for one value, "0.8500 ± 0.0100" (sample standard deviation) for several."""
   if len(values) == 1:
     return f"{values[0]:.4f}"
-  return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+  return "{:.4f} ± {:.4f}".format(*mean_sd(values))
 
 
 def table(results, tasks):

@@ -21,7 +21,6 @@ back, an unfinished one resumes. Writes ``WORKDIR/beyond_language.md`` (mean ± 
 """
 
 import os
-import statistics
 
 import numpy as np
 from absl import flags
@@ -182,8 +181,8 @@ def plot(results, path):
   for mapping, by_init in results["fine_tuned"].items():
     for init in INITS:
       scores = [[run["accuracy"] for run in by_init[init][task]] for task in tasks]
-      bars.append((f"{init}, {mapping}", [statistics.mean(s) for s in scores],
-                   [statistics.stdev(s) if len(s) > 1 else 0.0 for s in scores]))
+      means, sds = zip(*map(suite.mean_sd, scores))
+      bars.append((f"{init}, {mapping}", means, sds))
   fig = figure.Figure(figsize=(2.2 + 2.4 * len(tasks), 4.2), layout="constrained")
   axis = fig.subplots()
   width = 0.8 / len(bars)

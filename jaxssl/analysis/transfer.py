@@ -34,7 +34,6 @@ one resumes. Writes ``WORKDIR/transfer.md`` (the tables, mean ± sd over the see
 
 import math
 import os
-import statistics
 
 import jax
 import numpy as np
@@ -374,8 +373,8 @@ def plot(results, path):
   positions = np.arange(len(models))  # (M,)
   for index, (run, language) in enumerate(SETTINGS):
     means, sds = zip(
-        *(_mean_sd([seed["accuracy"]
-                    for seed in results["models"][name][f"{run}/{language}"]])
+        *(suite.mean_sd([seed["accuracy"]
+                         for seed in results["models"][name][f"{run}/{language}"]])
           for name in models))
     bars = axis.bar(
         positions + (index - 1) * width,
@@ -409,10 +408,11 @@ def plot_curve(results, path):
   axis = fig.subplots()
   for language, label in (("en", "English dev (in-language)"), ("zh", "Chinese dev (zero-shot)")):
     means, sds = zip(
-        *(_mean_sd([seed[language]["accuracy"] for seed in seeds]) for _, seeds, _ in rows))
+        *(suite.mean_sd([seed[language]["accuracy"] for seed in seeds]) for _, seeds, _ in rows))
     axis.errorbar(counts, means, yerr=sds, marker="o", capsize=3, label=label)
   name = results["curve"]["model"]
-  upper, _ = _mean_sd([seed["accuracy"] for seed in results["models"][name]["sentiment_zh/zh"]])
+  upper, _ = suite.mean_sd(
+      [seed["accuracy"] for seed in results["models"][name]["sentiment_zh/zh"]])
   axis.axhline(upper, color="gray", linestyle="--", label=f"trained on Chinese ({upper:.3f})")
   majority = results["baselines"]["majority class of the Chinese training split"]["accuracy"]
   axis.axhline(majority, color="gray", linestyle=":", label=f"Chinese majority ({majority:.3f})")
@@ -422,10 +422,6 @@ def plot_curve(results, path):
   axis.set_title(f"{name}: zero-shot Chinese sentiment vs English data")
   axis.legend(fontsize=7, loc="lower right")
   files.save_figure(fig, path, dpi=110)
-
-
-def _mean_sd(values):
-  return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def main():

@@ -92,11 +92,11 @@ class JaxsslSequences(shipped.ArrayRecordBuilder):
     for record in records:
       record.setdefault("id", sequence_id(record["sequence"]))
     held_out = dict(self.builder_config.held_out)
-    given = [r for r in records if r.get("split", "train") != "train"]
-    splits = shipped.split_by_hash([r for r in records if r.get("split", "train") == "train"],
-                                   held_out)
-    for record in given:
-      splits.setdefault(record["split"], []).append(record)
+    by_split = {}  # a record's own split, train if it has none
+    for record in records:
+      by_split.setdefault(record.get("split", "train"), []).append(record)
+    train = by_split.pop("train")
+    splits = {**by_split, **shipped.split_by_hash(train, held_out)}
     return {split: self._generate_examples(chosen) for split, chosen in splits.items()}
 
   def _generate_examples(self, records):
