@@ -14,8 +14,13 @@ Shipped with the package:
   task=sentiment_zh Chinese review snippets -> negative/positive (accuracy, F1, Matthews).
   task=splice       DNA around splice junctions -> EI/IE/N; task=promoters (DNA) and
                     task=malonylation (protein windows) likewise (config.sequence_words).
+  task=essen        Chinese vs German folk-song melodies as intervals (pip install music21;
+                    read from its corpus, nothing shipped).
 From the TFDS catalog (network once to download): sst2, mrpc, qqp, cola, stsb, mnli, qnli, rte,
-wnli (GLUE, dev = validation) and squad (v1.1).
+wnli (GLUE, dev = validation) and squad (v1.1); SuperGLUE's boolq, cb (accuracy, macro F1),
+copa (multiple choice), multirc (F1a, per-question exact match), record (entity choice, max F1
+and exact match over the answers), superglue_rte, wic, wsc, and the diagnostics axb, axg (trained
+on RTE, scored on AX-b / AX-g), through jaxssl_super_glue (TFDS's builder, no TensorFlow).
 On 2 CPU cores MiniLM fine-tunes at about 1.5 s per step of 16 sentences at 48 tokens
 (measured beside other work), so the defaults (300 steps of batch 32 at 128 tokens) take well
 over half an hour there; for a quick run add e.g. --config.train_split=train[:512]
@@ -98,9 +103,10 @@ def get_config(arg=None):
   # is shortened to it, so no text is skipped. QA contexts are always windowed.
   config.doc_stride = 64
 
-  # Sequence tasks (splice, promoters, malonylation): how DNA bases or amino acids become words
-  # before tokenization (jaxssl.data.sequence_words): "words" (fixed words, A -> "we"...),
-  # "random:SEED" (random English words) or "chars" (the letters themselves).
+  # Sequence tasks (splice, promoters, malonylation, essen): how DNA bases, amino acids or
+  # melodic intervals become words before tokenization (jaxssl.data.sequence_words): "words"
+  # (fixed words, A -> "we"...), "random:SEED" (random English words) or "chars" (the letters
+  # themselves).
   config.sequence_words = "words"
 
   # Extractive QA (task=qa, squad).

@@ -15,6 +15,9 @@ One JSON record per input line, by the run's task kind:
 - extractive QA: ``{"context": ..., "question": ...}``
   -> ``{"answer": TEXT, "start": i, "end": j}``, with ``context[i:j] == answer``.
 
+SuperGLUE's tasks (boolq aside) read their datasets' own structured features (word offsets,
+choice lists): score their splits with ``Predictor.evaluate`` instead.
+
 An input ``id`` is copied to its prediction. Output lines follow input lines one to one; a
 record without the fields its task needs, or with an empty text, is an error naming its line,
 and nothing is written.
@@ -97,6 +100,10 @@ class Predictor:
 
   def examples_of(self, records, where="record"):
     """The records as the task's examples (its dataset's feature names); errors name the record."""
+    if self.task.prepare is not None:
+      raise ValueError(f"a {self.config.task} model reads {self.task.dataset} examples (features "
+                       "derived from its offsets and lists), not records; score a split of it "
+                       "with jaxssl.predict.Predictor(workdir).evaluate(dataset, split).")
     examples = []
     for number, record in enumerate(records, 1):
       fields = self.kind.record_fields(self.task, record)

@@ -82,8 +82,13 @@ def make_forward(graphdef, head, dropout_rate):
   def forward(params, batch, rng):
     encoder_rng, head_rng = jax.random.split(rng) if rng is not None else (None, None)
     encoder = nnx.merge(graphdef, params["encoder"])
-    sequence, _ = encoder(batch["input_ids"], batch["segment_ids"], batch["attention_mask"] > 0,
-                          encoder_rng)  # (B, T, D)
+    # Rows of (B, T), or of (B, K, T) with K choices per example: encoded as B * K rows.
+    leading, length = batch["input_ids"].shape[:-1], batch["input_ids"].shape[-1]
+    rows = lambda x: x.reshape(-1, length)
+    sequence, _ = encoder(
+        rows(batch["input_ids"]), rows(batch["segment_ids"]),
+        rows(batch["attention_mask"]) > 0, encoder_rng)  # (B * K, T, D)
+    sequence = sequence.reshape(*leading, length, -1)  # (B, T, D) or (B, K, T, D)
     return head.apply(params["head"], sequence, batch, head_rng, dropout_rate)
 
   return forward
@@ -144,8 +149,9 @@ def train_indices(num_rows, batch_size, seed, row_lengths=None, group_batches=50
 
 
 def row_lengths(arrays):
-  """(R,) real tokens of each row."""
-  return arrays["attention_mask"].sum(axis=1)
+  """(R,) real tokens of each row (of its longest choice, when a row holds K choices)."""
+  mask = arrays["attention_mask"]  # (R, L) or (R, K, L)
+  return mask.sum(axis=-1).reshape(len(mask), -1).max(axis=1)
 
 
 def eval_batches(arrays, batch_size, lengths):
@@ -168,7 +174,7 @@ def run_model(step, params, arrays, batch_size, progress=None, token_outputs=Fal
   with R rows in order (a (start, end) pair of them for QA) and the step's summed sums. Batches
   are padded only to the bucket their longest row needs; ``token_outputs``: outputs have a
   token axis (tagging, QA), which is padded back to the rows' length with zeros."""
-  max_length = arrays["input_ids"].shape[1]
+  max_length = arrays["input_ids"].shape[-1]
   outputs, order, totals = [], [], None
   for rows, batch in eval_batches(arrays, batch_size, bucket_lengths(max_length)):
     batch_outputs, sums = step(params, batch)
@@ -207,9 +213,11 @@ def evaluate(eval_step, params, task, rows, config):
   }
 
 
-def encode_split(config, task, tokenizer, split, num_labels):
-  """The split's ``catalog.Rows``, and a line on what was skipped or cut."""
-  examples = corpora.load_examples(task.dataset, split, config.data_dir)
+def encode_split(config, task, tokenizer, split, num_labels, dataset=None):
+  """The split's ``catalog.Rows`` (of ``dataset``, by default the task's), and a line on what
+  was skipped or cut."""
+  dataset = dataset or task.dataset
+  examples = corpora.load_examples(dataset, split, config.data_dir)
   rows = catalog.encode(
       task,
       tokenizer,
@@ -220,7 +228,7 @@ def encode_split(config, task, tokenizer, split, num_labels):
       sliding_windows=config.get("sliding_windows", False),
       max_question_length=config.max_question_length,
       sequence_words=config.get("sequence_words", "words"),
-      where=f"{task.dataset} {split}")
+      where=f"{dataset} {split}")
   report = {
       "examples": len(examples),
       "rows": len(rows.example_of_row),
@@ -230,7 +238,7 @@ def encode_split(config, task, tokenizer, split, num_labels):
       }
   }
   skipped = ", ".join(f"{count} skipped ({reason})" for reason, count in rows.skipped.items())
-  print(f"{task.dataset} {split}: {len(examples)} examples -> {len(rows.example_of_row)} rows; "
+  print(f"{dataset} {split}: {len(examples)} examples -> {len(rows.example_of_row)} rows; "
         f"{rows.truncated} cut to max_seq_length={config.max_seq_length}" +
         (f"; {skipped}" if skipped else ""))
   return rows, report
@@ -263,12 +271,11 @@ def bucket_lengths(max_seq_length):
 
 
 def trimmed(batch, lengths):
-  """``batch`` cut to the shortest of ``lengths`` that holds its longest row: the (B, L) arrays
-  lose trailing padding only (rows are right-padded and positions are absolute), so the loss is
-  the padded batch's."""
-  longest = int(batch["attention_mask"].sum(axis=1).max())
-  length = next(length for length in lengths if length >= longest)
-  return {key: value[:, :length] if value.ndim == 2 else value for key, value in batch.items()}
+  """``batch`` cut to the shortest of ``lengths`` that holds its longest row: the arrays with a
+  token axis, last ((B, L), or (B, K, L) for choices), lose trailing padding only (rows are
+  right-padded and positions are absolute), so the loss is the padded batch's."""
+  length = next(length for length in lengths if length >= int(row_lengths(batch).max()))
+  return {key: value[..., :length] if value.ndim >= 2 else value for key, value in batch.items()}
 
 
 def train_batches(rows, batch_size, seed, start=0, lengths=None, group_by_length=False):
@@ -413,9 +420,15 @@ def run(config, workdir):
   label_names = (None if kind.num_outputs else corpora.label_names(task.dataset, config.data_dir,
                                                                    task.label_key))
   num_labels = len(label_names) if label_names else None
+  if task.eval_dataset and label_names:
+    eval_names = corpora.label_names(task.eval_dataset, config.data_dir, task.label_key)
+    if eval_names != label_names:
+      raise ValueError(f"{task.eval_dataset} has labels {eval_names}, {task.dataset} "
+                       f"{label_names}; the task's two datasets need one label set.")
   eval_split = config.eval_split or task.dev_split
   train_rows, train_report = encode_split(config, task, tokenizer, config.train_split, num_labels)
-  dev_rows, dev_report = encode_split(config, task, tokenizer, eval_split, num_labels)
+  dev_rows, dev_report = encode_split(config, task, tokenizer, eval_split, num_labels,
+                                      task.eval_dataset)
   text_blind = catalog.baseline(task, train_rows, dev_rows)
 
   # --- Every check passed: the workdir is written from here on, by one run at a time.

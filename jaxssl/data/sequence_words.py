@@ -41,6 +41,7 @@ WORD_POOL = ("time", "year", "people", "way", "day", "man", "thing", "woman", "l
              "story", "fact", "month", "lot", "right", "study", "book", "eye", "job", "word",
              "business", "issue", "side", "kind", "head", "service", "friend", "father", "power",
              "hour", "game", "line", "end")
+FIXED_WORDS["intervals"] = dict(zip(ALPHABETS["intervals"], WORD_POOL))  # a..y: 25 words
 
 
 class UnknownSymbol(ValueError):
@@ -60,7 +61,7 @@ def check_mapping(mapping: str) -> str:
 
 @functools.lru_cache
 def vocabulary(alphabet: str, mapping: str) -> dict[str, str]:
-  """{symbol: word} of ``mapping`` over the alphabet named ``alphabet`` ("dna", "protein")."""
+  """{symbol: word} of ``mapping`` over the alphabet named ``alphabet`` (``ALPHABETS``)."""
   symbols = ALPHABETS[alphabet]
   name, _, seed = check_mapping(mapping).partition(":")
   if name == "words":

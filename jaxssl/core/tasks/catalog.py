@@ -11,10 +11,12 @@ A class label outside the label set is an error naming the example.
 
 import collections
 import dataclasses
+from typing import Callable
 
 import numpy as np
 
 from jaxssl.core.tasks import kinds
+from jaxssl.core.tasks import superglue
 from jaxssl.data import sequence_words as sequence_words_lib
 
 
@@ -23,9 +25,11 @@ class Task:
   dataset: str  # TFDS name
   kind: str  # a name in kinds.KINDS
   # classification/regression: one text feature or two (a pair); token_classification: the words
-  # feature; question_answering: the question and the context features.
+  # feature; question_answering: the question and the context features; multiple_choice: the
+  # features ``prepare`` makes its choices from.
   text_keys: tuple[str, ...]
-  # A ClassLabel, a float, a sequence of ClassLabels (one per word), or SQuAD's ``answers``.
+  # A ClassLabel, a float, a sequence of ClassLabels (one per word), SQuAD's ``answers``, or
+  # (multiple_choice) the right choice's index or a list of right answer texts.
   label_key: str
   metrics: tuple[str, ...]  # names in kinds.METRICS (QA: "exact_match", "f1")
   dev_split: str = "validation"  # the split evaluated on (GLUE's test labels are hidden)
@@ -33,6 +37,13 @@ class Task:
   # text is symbols, written as words by the config's ``sequence_words`` mapping before
   # tokenization. "": the text is language.
   alphabet: str = ""
+  # example -> the example with the features its kind reads, derived from the dataset's own
+  # (jaxssl.core.tasks.superglue: a marked word, a multiple-choice task's "choices"); None: the
+  # dataset's features are read as they are.
+  prepare: Callable | None = None
+  # The TFDS name the dev split is read from ("": ``dataset``), e.g. a diagnostic set scored
+  # with a model trained on another (SuperGLUE's AX-b after RTE).
+  eval_dataset: str = ""
 
 
 _BINARY = ("accuracy", "f1", "matthews_corrcoef")
@@ -80,7 +91,69 @@ TASKS = {
         Task("glue/wnli", "classification", ("sentence1", "sentence2"), "label", ("accuracy",)),
     "squad":
         Task("squad", "question_answering", ("question", "context"), "answers", _SQUAD),
+    # SuperGLUE (TFDS's super_glue/*, prepared without TensorFlow), with its official metrics; its test labels are hidden,
+    # so dev = validation, except the diagnostics, which are all test (with labels).
+    "boolq":
+        Task("jaxssl_super_glue/boolq", "classification", ("question", "passage"), "label",
+             ("accuracy",)),
+    "cb":
+        Task("jaxssl_super_glue/cb", "classification", ("premise", "hypothesis"), "label",
+             ("accuracy", "f1_macro")),
+    "copa":
+        Task(
+            "jaxssl_super_glue/copa",
+            "multiple_choice", ("premise", "question", "choice1", "choice2"),
+            "label", ("accuracy",),
+            prepare=superglue.copa),
+    "multirc":
+        Task(
+            "jaxssl_super_glue/multirc",
+            "classification", ("question_answer", "paragraph"),
+            "label", ("f1a", "group_exact_match"),
+            prepare=superglue.multirc),
+    "record":
+        Task(
+            "jaxssl_super_glue/record",
+            "multiple_choice", ("passage", "query", "entities"),
+            "answers", ("f1", "exact_match"),
+            prepare=superglue.record),
+    # GLUE's RTE examples, as SuperGLUE's builder has them.
+    "superglue_rte":
+        Task("jaxssl_super_glue/rte", "classification", ("premise", "hypothesis"), "label",
+             ("accuracy",)),
+    "wic":
+        Task(
+            "jaxssl_super_glue/wic",
+            "classification", ("marked1", "marked2"),
+            "label", ("accuracy",),
+            prepare=superglue.wic),
+    "wsc":
+        Task(
+            "jaxssl_super_glue/wsc.fixed",
+            "classification", ("marked",),
+            "label", ("accuracy",),
+            prepare=superglue.wsc),
+    # The diagnostics: fine-tuned on RTE, scored on AX-b (Matthews correlation) or AX-g
+    # (accuracy; its gender parity needs the pair ids TFDS does not keep).
+    "axb":
+        Task(
+            "jaxssl_super_glue/rte",
+            "classification", ("premise", "hypothesis"),
+            "label", ("matthews_corrcoef",),
+            dev_split="test",
+            prepare=superglue.as_rte,
+            eval_dataset="jaxssl_super_glue/axb"),
+    "axg":
+        Task(
+            "jaxssl_super_glue/rte",
+            "classification", ("premise", "hypothesis"),
+            "label", ("accuracy",),
+            dev_split="test",
+            prepare=superglue.as_rte,
+            eval_dataset="jaxssl_super_glue/axg"),
 }
+SUPERGLUE_TASKS = ("boolq", "cb", "copa", "multirc", "record", "superglue_rte", "wic", "wsc", "axb",
+                   "axg")
 # The tasks whose data ships with jaxssl, which the suite (jaxssl.suite) runs.
 OFFLINE_TASKS = ("sentiment", "rating", "paraphrase", "pos", "qa", "sentiment_zh")
 # Sequences that are not language, shipped too (jaxssl.analysis.beyond_language).
@@ -105,6 +178,13 @@ SEQUENCE_TASKS = {
             "label",
             _BINARY,
             alphabet="protein"),
+    "essen":
+        Task(
+            "jaxssl_sequences/essen",
+            "classification", ("sequence",),
+            "label",
+            _BINARY,
+            alphabet="intervals"),
 }
 TASKS.update(SEQUENCE_TASKS)
 
@@ -154,6 +234,11 @@ def encode(task,
   outside its alphabet is skipped and counted); ``where`` names the examples in errors (e.g.
   'glue/sst2 test')."""
   kind = kinds.get(task.kind)
+  if task.prepare is not None:
+    examples = [
+        _prepared(task, example, f"{where} example {index}")
+        for index, example in enumerate(examples)
+    ]
   needed = task.text_keys + ((task.label_key,) if with_targets else ())
   missing = [key for key in needed if examples and key not in examples[0]]
   if missing:
@@ -189,9 +274,31 @@ def encode(task,
   if not kept:
     raise ValueError(f"{where}: none of the {len(examples)} examples could be used "
                      f"({dict(skipped)}); check the dataset and split.")
-  arrays = {key: np.stack([np.asarray(row[key]) for _, row in rows]) for key in rows[0][1]}
+  arrays = {key: _stacked([np.asarray(row[key]) for _, row in rows]) for key in rows[0][1]}
   return Rows(arrays, np.array([example for example, _ in rows]), kept, side, dict(skipped),
               truncated)
+
+
+def _prepared(task, example, where):
+  try:
+    return task.prepare(example)
+  except KeyError as missing:
+    raise ValueError(f"{where} has no {missing.args[0]!r} feature (it has {sorted(example)}); "
+                     f"the task reads {task.dataset}'s features: choose that dataset.") from None
+
+
+def _stacked(values):
+  """(R, ...) of the rows' arrays, zero-padded at the end of each axis to the largest: a
+  multiple-choice row with fewer choices than another gets all-padding choices (attention mask
+  0), which its head scores lowest."""
+  if len({value.shape for value in values}) == 1:
+    return np.stack(values)
+  shape = np.max([value.shape for value in values], axis=0)
+  return np.stack([
+      np.pad(value, [(0, size - length)
+                     for size, length in zip(shape, value.shape)])
+      for value in values
+  ])
 
 
 def _check_labels(labels, num_labels, where):

@@ -13,7 +13,8 @@ Each head is a ``Head`` of three functions:
   ``batch["example_weights"]`` are 0, never bias a mean.
 
 Sentence-pair tasks use the classification head: the pair is one row whose segment ids tell
-its two texts apart (``jaxssl.data.finetuning.encode_pair``).
+its two texts apart (``jaxssl.data.finetuning.encode_pair``). The multiple-choice head reads
+``sequence`` (B, K, T, D): one encoded (context, choice) pair per choice, K per example.
 """
 
 from typing import Callable, NamedTuple
@@ -151,9 +152,33 @@ def question_answering_loss(logits, batch):
   }, jnp.sum(weights)
 
 
+def init_multiple_choice(rng, hidden_size, num_outputs=1):
+  """The classification head's layers with one output: a score per (context, choice) pair."""
+  _check_num_outputs("multiple_choice", num_outputs, 1)
+  return init_classification(rng, hidden_size, 1)
+
+
+def apply_multiple_choice(params, sequence, batch, rng=None, dropout_rate=0.1):
+  """(B, K) scores of each example's K choices from their pooled [CLS] states (sequence
+  (B, K, T, D)); a padding choice (an all-padding row: ``batch["attention_mask"]`` (B, K, T) 0
+  at [CLS]) gets the lowest float, so softmax over the choices gives it nothing."""
+  pooled = jnp.tanh(_dense(params["pooler"], sequence[:, :, 0]))  # (B, K, D)
+  scores = _dense(params["classifier"], layers.dropout(pooled, dropout_rate, rng))[..., 0]  # (B, K)
+  return jnp.where(batch["attention_mask"][:, :, 0] > 0, scores, jnp.finfo(scores.dtype).min)
+
+
+def multiple_choice_loss(scores, batch):
+  """Cross-entropy of the softmax over each example's choices, (B, K) scores, against
+  ``batch["labels"]`` (B,) the right choice's index; ``accuracy`` counts the argmax's hits."""
+  weights = _example_weights(batch, scores.shape[0])
+  loss, correct, weight = losses.classification_sums(scores, batch["labels"], weights)
+  return {"loss": loss, "accuracy": correct}, weight
+
+
 CLASSIFICATION = Head(init_classification, apply_classification, classification_loss)
 REGRESSION = Head(init_regression, apply_regression, regression_loss)
 TOKEN_CLASSIFICATION = Head(init_token_classification, apply_token_classification,
                             token_classification_loss)
 QUESTION_ANSWERING = Head(init_question_answering, apply_question_answering,
                           question_answering_loss)
+MULTIPLE_CHOICE = Head(init_multiple_choice, apply_multiple_choice, multiple_choice_loss)

@@ -7,7 +7,9 @@ record in ``KINDS``; the fine-tuning run, ``jaxssl.predict`` and the suite read 
 - ``token_classification``: pre-split words -> a tag per word, read at each word's first
   sub-token (pos);
 - ``question_answering``: question + context -> an answer span of the context; a long context
-  becomes several ``doc_stride`` windows, each its own row (qa, squad).
+  becomes several ``doc_stride`` windows, each its own row (qa, squad);
+- ``multiple_choice``: K (context, choice) pairs -> the right choice, softmax over the choices'
+  scores; a row holds all K pairs, (K, L) arrays (SuperGLUE's copa, record).
 """
 
 import collections
@@ -25,11 +27,33 @@ from jaxssl.data import finetuning
 
 # name -> f(labels (N,), predictions (N,)) -> float; predictions are class ids or real values.
 METRICS = {
-    "accuracy": sk_metrics.accuracy_score,
-    "f1": sk_metrics.f1_score,  # of class 1 (binary tasks)
-    "matthews_corrcoef": sk_metrics.matthews_corrcoef,
-    "pearson": lambda labels, predictions: scipy.stats.pearsonr(labels, predictions)[0],
-    "spearman": lambda labels, predictions: scipy.stats.spearmanr(labels, predictions)[0],
+    "accuracy":
+        sk_metrics.accuracy_score,
+    "f1":
+        sk_metrics.f1_score,  # of class 1 (binary tasks)
+    "matthews_corrcoef":
+        sk_metrics.matthews_corrcoef,
+    "pearson":
+        lambda labels, predictions: scipy.stats.pearsonr(labels, predictions)[0],
+    "spearman":
+        lambda labels, predictions: scipy.stats.spearmanr(labels, predictions)[0],
+    # The unweighted mean of the classes' F1 (SuperGLUE's CB).
+    "f1_macro":
+        lambda labels, predictions: sk_metrics.f1_score(labels, predictions, average="macro"),
+    # F1 of class 1 over every answer option of every question (SuperGLUE's MultiRC F1a).
+    "f1a":
+        sk_metrics.f1_score,
+}
+# name -> f(labels (N,), predictions (N,), groups (N,)) -> float, for metrics over groups of
+# examples; an example's group is its "group" feature (a task's ``prepare`` adds it).
+GROUP_METRICS = {
+    # The fraction of groups whose every example is right (MultiRC's EM: a question's answers).
+    "group_exact_match":
+        lambda labels, predictions, groups: float(
+            np.mean([
+                np.all(labels[groups == group] == predictions[groups == group])
+                for group in np.unique(groups)
+            ])),
 }
 
 
@@ -122,16 +146,24 @@ def _text_fields(task, record):
   return ("text",) if len(task.text_keys) == 1 else ("text_a", "text_b")
 
 
-def _metric_scores(task, labels, predictions):
-  return {name: float(METRICS[name](labels, predictions)) for name in task.metrics}
+def _metric_scores(task, labels, predictions, examples=None):
+  """The task's metrics; a group metric reads the ``examples``' "group" feature."""
+  scores = {}
+  for name in task.metrics:
+    if name in GROUP_METRICS:
+      groups = np.array([str(example["group"]) for example in examples])
+      scores[name] = float(GROUP_METRICS[name](labels, predictions, groups))
+    else:
+      scores[name] = float(METRICS[name](labels, predictions))
+  return scores
 
 
-def _majority_baseline(task, train_labels, dev_labels):
+def _majority_baseline(task, train_labels, dev_labels, dev_examples=None):
   """Always the most frequent training class (tag)."""
   predictions = np.full_like(dev_labels, np.bincount(train_labels).argmax())
   return {
       f"majority_{name}": value
-      for name, value in _metric_scores(task, dev_labels, predictions).items()
+      for name, value in _metric_scores(task, dev_labels, predictions, dev_examples).items()
   }
 
 
@@ -150,8 +182,10 @@ CLASSIFICATION = TaskKind(
     encode_example=_encode_texts,
     side_keys=(),
     score=lambda task, rows, outputs, options: _metric_scores(
-        task, example_labels(rows), np.argmax(example_means(rows, outputs), axis=-1)),
-    baseline=lambda task, train, dev: _majority_baseline(task, *map(example_labels, (train, dev))),
+        task, example_labels(rows), np.argmax(example_means(rows, outputs), axis=-1), rows.examples
+    ),
+    baseline=lambda task, train, dev: _majority_baseline(task, example_labels(train),
+                                                         example_labels(dev), dev.examples),
     record_fields=_text_fields,
     decode=_decode_classes)
 
@@ -344,11 +378,89 @@ QUESTION_ANSWERING = TaskKind(
     } for text, start, end in answer_spans(task, rows, outputs, options)],
     token_outputs=True)
 
+# --- K (context, choice) pairs -> the right choice.
+
+
+def _encode_choices(task, tokenizer, example, options):
+  """One row of (K, L) arrays: [CLS] context [SEP] choice [SEP] per choice (both cut longest
+  first to fit), from the example's "choices" feature, (context, choice) pairs that the task's
+  ``prepare`` adds; ``labels`` the right choice's index: the label feature itself, or, when it
+  is a list of answer texts (ReCoRD), the first choice whose "choice_names" entry is one."""
+  pairs = example["choices"]
+  if not pairs:
+    raise Skip("no choices")
+  rows, cut = [], 0
+  for context, choice in pairs:
+    ids_a, ids_b = tokenizer.encode(context), tokenizer.encode(choice)
+    if not ids_a or not ids_b:
+      raise Skip("empty text")
+    row, choice_cut = finetuning.encode_ids(tokenizer, ids_a, ids_b, options.max_seq_length)
+    rows.append(row)
+    cut += choice_cut
+  row = {key: np.stack([choice_row[key] for choice_row in rows]) for key in rows[0]}  # (K, L)
+  if options.with_targets:
+    row["labels"] = np.int32(_right_choice(task, example))
+  return [row], cut
+
+
+def _right_choice(task, example):
+  label = example[task.label_key]
+  if isinstance(label, list):  # answer texts: the first choice that is one of them
+    right = [i for i, name in enumerate(example["choice_names"]) if name in label]
+    if not right:
+      raise Skip("no answer among the choices")
+    return right[0]
+  if not 0 <= label < len(example["choices"]):
+    raise ValueError(f"example {example.get('idx')!r} has label {label} but "
+                     f"{len(example['choices'])} choices; fix the data.")
+  return label
+
+
+def _choice_scores(task, examples, choices):
+  """Accuracy against the label feature or, when it holds answer texts, SQuAD-style exact match
+  and F1 of the chosen choice's name, each the maximum over the example's answers (ReCoRD)."""
+  if isinstance(examples[0][task.label_key], list):
+    predicted = [example["choice_names"][choice] for example, choice in zip(examples, choices)]
+    scores = qa_metrics.squad_scores(predicted, [example[task.label_key] for example in examples])
+    return {name: scores[name] for name in task.metrics}
+  labels = np.array([example[task.label_key] for example in examples])
+  return _metric_scores(task, labels, np.asarray(choices), examples)
+
+
+def _first_choice_baseline(task, train_rows, dev_rows):
+  """Always the choice at the index most often right in training (clipped to the example's
+  choices): COPA's majority, ReCoRD's most frequent entity slot."""
+  index = int(np.bincount(train_rows.arrays["labels"]).argmax())
+  choices = [min(index, len(example["choices"]) - 1) for example in dev_rows.examples]
+  scores = _choice_scores(task, dev_rows.examples, choices)
+  return {f"majority_{name}": value for name, value in scores.items()}
+
+
+MULTIPLE_CHOICE = TaskKind(
+    head=heads.MULTIPLE_CHOICE,
+    num_outputs=1,
+    encode_example=_encode_choices,
+    side_keys=(),
+    # One row per example: its (K,) scores; the highest is the chosen choice.
+    score=lambda task, rows, outputs, options: _choice_scores(task, rows.examples,
+                                                              np.argmax(outputs, axis=-1)),
+    baseline=_first_choice_baseline,
+    record_fields=lambda task, record: task.text_keys,
+    decode=lambda task, rows, outputs, label_names, options: [{
+        "choice":
+            int(choice),
+        "answer":
+            example["choice_names"][choice],
+        "probabilities":
+            [float(p) for p in jax.nn.softmax(np.asarray(scores))[:len(example["choices"])]]
+    } for example, choice, scores in zip(rows.examples, np.argmax(outputs, axis=-1), outputs)])
+
 KINDS = {
     "classification": CLASSIFICATION,
     "regression": REGRESSION,
     "token_classification": TOKEN_CLASSIFICATION,
     "question_answering": QUESTION_ANSWERING,
+    "multiple_choice": MULTIPLE_CHOICE,
 }
 
 

@@ -5,7 +5,8 @@ package registers them. Read them through ``jaxssl.data.corpora``.
 - ``jaxssl_sentiment``: VADER's rated English sentences (sentiment.py);
 - ``jaxssl_sentiment_zh``, ``jaxssl_pos``, ``jaxssl_paraphrase``, ``jaxssl_qa``: the other
   fine-tuning tasks (one module each);
-- ``jaxssl_sequences``: DNA and protein sequences with class labels (sequences.py).
+- ``jaxssl_sequences``: DNA and protein sequences with class labels (sequences.py);
+- ``jaxssl_super_glue``: TFDS's SuperGLUE without TensorFlow (super_glue.py; downloaded once).
 """
 
 from jaxssl.data.builders import corpus
@@ -15,6 +16,8 @@ from jaxssl.data.builders import sentiment
 from jaxssl.data.builders import sentiment_zh
 from jaxssl.data.builders import sequences
 from jaxssl.data.builders import squad
+from jaxssl.data.builders import super_glue
 
 BUILDERS = (corpus.JaxsslCorpus, sentiment.JaxsslSentiment, sentiment_zh.JaxsslSentimentZh,
-            pos.JaxsslPos, paraphrase.JaxsslParaphrase, squad.JaxsslQa, sequences.JaxsslSequences)
+            pos.JaxsslPos, paraphrase.JaxsslParaphrase, squad.JaxsslQa, sequences.JaxsslSequences,
+            super_glue.JaxsslSuperGlue)
