@@ -165,6 +165,7 @@ def test_cli_refuses_bad_input(tmp_path):
       (["--pretrained=e5", "--seeds=0"], "seeds=0 is out of range"),
       (["--pretrained=minilm", "--en_examples=100,3k"], "--en_examples='3k': give numbers"),
       (["--pretrained=minilm", "--en_examples=0"], "en_examples has 0; give numbers"),
+      (["--pretrained=minilm", f"--scratch_of={not_bert}"], "holds a 'gpt' run, not BERT"),
   ]
   for arguments, message in cases:
     process = run_cli(*arguments, f"--workdir={tmp_path / 'out'}")

@@ -8,8 +8,8 @@
 Each ``--pretrained`` workdir is a jaxssl BERT pretraining run (e.g. configs/bert_pretrain.py
 with ``corpus=bilingual``: one vocabulary over English and Chinese). From each, and (unless
 ``--noscratch``) from the first one's architecture and tokenizer with random weights
-(``scratch:PATH``), two fine-tuning runs (``jaxssl.core.finetune.run`` with
-configs/bert_finetune.py and ``BUDGET``) per seed go in
+(``scratch:PATH``; ``--scratch_of=NAME``: another encoder's), two fine-tuning runs
+(``jaxssl.core.finetune.run`` with configs/bert_finetune.py and ``BUDGET``) per seed go in
 ``WORKDIR/<name>/`` (``<run>`` for seed 0, ``<run>.seed<k>`` for ``--seeds=N``'s others:
 ``jaxssl.suite.run_dir``):
 
@@ -94,6 +94,9 @@ def define_flags():
   flags.DEFINE_bool(
       "scratch", True, "Also fine-tune the first model's architecture and tokenizer from random "
       "weights (as costly as the first model's own runs).")
+  flags.DEFINE_string(
+      "scratch_of", None, "The encoder (name or workdir) whose architecture and tokenizer the "
+      "scratch runs take instead of the first --pretrained's, e.g. e5 beside --pretrained=minilm.")
   flags.DEFINE_list(
       "en_examples", [], "Numbers of English training sentences for the curve of zero-shot "
       "accuracy (first --pretrained model); empty: no curve.")
@@ -155,14 +158,16 @@ def run_transfer(workdir,
                  languages=None,
                  seeds=1,
                  en_examples=(),
-                 scratch=True):
+                 scratch=True,
+                 scratch_of=None):
   """{"models": {name: {setting: [metrics of each seed]}}, "curve": ..., "baselines": ...,
   "pretraining": ...}.
 
   ``budget``: fields of ``BUDGET`` to change; ``languages``: {language: corpus} whose validation
   documents the pretrained models' MLM accuracy is measured on (``LANGUAGES`` by default);
   ``en_examples``: the English training-set sizes of the curve (none: no curve); ``scratch``:
-  whether to run the first model's architecture from random weights too.
+  whether to run the first model's architecture (or ``scratch_of``'s, an encoder as in
+  ``pretrained``) from random weights too.
   """
   budget = {**BUDGET, **(budget or {})}
   if seeds < 1:
@@ -171,7 +176,9 @@ def run_transfer(workdir,
     if count < 1:
       raise ValueError(f"en_examples has {count}; give numbers of English sentences >= 1.")
   names = check_pretrained(pretrained)
-  inits = {**names, **({"scratch": f"scratch:{pretrained[0]}"} if scratch else {})}
+  if scratch_of is not None:
+    check_pretrained([scratch_of])
+  inits = {**names, **({"scratch": f"scratch:{scratch_of or pretrained[0]}"} if scratch else {})}
   first = next(iter(names))  # the curve first: its small runs are the cheapest
   curve = {}
   for count in en_examples:
@@ -437,7 +444,8 @@ def main():
       budget,
       seeds=flags.FLAGS.seeds,
       en_examples=en_examples,
-      scratch=flags.FLAGS.scratch)
+      scratch=flags.FLAGS.scratch,
+      scratch_of=flags.FLAGS.scratch_of)
   markdown = tables(results)
   files.write_text(os.path.join(workdir, "transfer.md"), markdown + "\n")
   files.write_json(os.path.join(workdir, "transfer.json"), results)
