@@ -91,8 +91,8 @@ TASKS = {
         Task("glue/wnli", "classification", ("sentence1", "sentence2"), "label", ("accuracy",)),
     "squad":
         Task("squad", "question_answering", ("question", "context"), "answers", _SQUAD),
-    # SuperGLUE (TFDS's super_glue/*, prepared without TensorFlow), with its official metrics; its test labels are hidden,
-    # so dev = validation, except the diagnostics, which are all test (with labels).
+    # SuperGLUE (TFDS's super_glue/*, prepared without TensorFlow), with its official metrics;
+    # its test labels are hidden, so dev = validation, except the diagnostics': all test.
     "boolq":
         Task("jaxssl_super_glue/boolq", "classification", ("question", "passage"), "label",
              ("accuracy",)),

@@ -25,24 +25,21 @@ from jaxssl.core.tasks import heads
 from jaxssl.core.tasks import qa_metrics
 from jaxssl.data import finetuning
 
+
+def _f1_macro(labels, predictions):
+  """The unweighted mean of the classes' F1 (SuperGLUE's CB)."""
+  return sk_metrics.f1_score(labels, predictions, average="macro")
+
+
 # name -> f(labels (N,), predictions (N,)) -> float; predictions are class ids or real values.
 METRICS = {
-    "accuracy":
-        sk_metrics.accuracy_score,
-    "f1":
-        sk_metrics.f1_score,  # of class 1 (binary tasks)
-    "matthews_corrcoef":
-        sk_metrics.matthews_corrcoef,
-    "pearson":
-        lambda labels, predictions: scipy.stats.pearsonr(labels, predictions)[0],
-    "spearman":
-        lambda labels, predictions: scipy.stats.spearmanr(labels, predictions)[0],
-    # The unweighted mean of the classes' F1 (SuperGLUE's CB).
-    "f1_macro":
-        lambda labels, predictions: sk_metrics.f1_score(labels, predictions, average="macro"),
-    # F1 of class 1 over every answer option of every question (SuperGLUE's MultiRC F1a).
-    "f1a":
-        sk_metrics.f1_score,
+    "accuracy": sk_metrics.accuracy_score,
+    "f1": sk_metrics.f1_score,  # of class 1 (binary tasks)
+    "matthews_corrcoef": sk_metrics.matthews_corrcoef,
+    "pearson": lambda labels, predictions: scipy.stats.pearsonr(labels, predictions)[0],
+    "spearman": lambda labels, predictions: scipy.stats.spearmanr(labels, predictions)[0],
+    "f1_macro": _f1_macro,
+    "f1a": sk_metrics.f1_score,  # class 1's F1 over all answer options (SuperGLUE's MultiRC F1a)
 }
 # name -> f(labels (N,), predictions (N,), groups (N,)) -> float, for metrics over groups of
 # examples; an example's group is its "group" feature (a task's ``prepare`` adds it).
@@ -389,12 +386,13 @@ def _encode_choices(task, tokenizer, example, options):
   pairs = example["choices"]
   if not pairs:
     raise Skip("no choices")
+  ids = {text: tokenizer.encode(text) for text in {text for pair in pairs for text in pair}}
+  if not all(ids.values()):
+    raise Skip("empty text")
   rows, cut = [], 0
   for context, choice in pairs:
-    ids_a, ids_b = tokenizer.encode(context), tokenizer.encode(choice)
-    if not ids_a or not ids_b:
-      raise Skip("empty text")
-    row, choice_cut = finetuning.encode_ids(tokenizer, ids_a, ids_b, options.max_seq_length)
+    row, choice_cut = finetuning.encode_ids(tokenizer, ids[context], ids[choice],
+                                            options.max_seq_length)
     rows.append(row)
     cut += choice_cut
   row = {key: np.stack([choice_row[key] for choice_row in rows]) for key in rows[0]}  # (K, L)
