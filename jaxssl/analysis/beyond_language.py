@@ -183,7 +183,7 @@ def plot(results, path):
       scores = [[run["accuracy"] for run in by_init[init][task]] for task in tasks]
       means, sds = zip(*map(suite.mean_sd, scores))
       bars.append((f"{init}, {mapping}", means, sds))
-  fig = figure.Figure(figsize=(2.2 + 2.4 * len(tasks), 4.2), layout="constrained")
+  fig = figure.Figure(figsize=(max(6.4, 2.2 + 2.4 * len(tasks)), 4.2), layout="constrained")
   axis = fig.subplots()
   width = 0.8 / len(bars)
   positions = np.arange(len(tasks))  # (T,)
@@ -199,7 +199,7 @@ def plot(results, path):
   axis.set_xticks(positions, tasks)
   axis.set_ylabel("dev accuracy")
   axis.set_ylim(0.0, 1.05)
-  axis.set_title("English BERT on non-language sequences: pretrained vs scratch vs classical")
+  axis.set_title("English BERT on non-language sequences:\npretrained vs scratch vs classical")
   axis.legend(fontsize=7, loc="lower right")
   files.save_figure(fig, path, dpi=110)
 
