@@ -13,10 +13,13 @@ One JSON record per input line, by the run's task kind:
   read in overlapping windows (null only for a run trained with ``sliding_windows=False``: a
   word cut by max_seq_length);
 - extractive QA: ``{"context": ..., "question": ...}``
-  -> ``{"answer": TEXT, "start": i, "end": j}``, with ``context[i:j] == answer``.
+  -> ``{"answer": TEXT, "start": i, "end": j}``, with ``context[i:j] == answer``;
+- multiple choice: the dataset's own features, COPA's ``{"premise", "question" ("cause" or
+  "effect"), "choice1", "choice2"}``, ReCoRD's ``{"passage", "query" (with "@placeholder"),
+  "entities": [...]}`` -> ``{"choice": i, "answer": TEXT, "probabilities": [p, ...]}``.
 
-SuperGLUE's tasks (boolq aside) read their datasets' own structured features (word offsets,
-choice lists): score their splits with ``Predictor.evaluate`` instead.
+SuperGLUE's wic, wsc and multirc read features records do not carry (word offsets, spans,
+answer groups): score their splits with ``Predictor.evaluate``.
 
 An input ``id`` is copied to its prediction. Output lines follow input lines one to one; a
 record without the fields its task needs, or with an empty text, is an error naming its line,
@@ -100,10 +103,6 @@ class Predictor:
 
   def examples_of(self, records, where="record"):
     """The records as the task's examples (its dataset's feature names); errors name the record."""
-    if self.task.prepare is not None:
-      raise ValueError(f"a {self.config.task} model reads {self.task.dataset} examples (features "
-                       "derived from its offsets and lists), not records; score a split of it "
-                       "with jaxssl.predict.Predictor(workdir).evaluate(dataset, split).")
     examples = []
     for number, record in enumerate(records, 1):
       fields = self.kind.record_fields(self.task, record)
@@ -111,9 +110,9 @@ class Predictor:
       if missing:
         raise ValueError(f"{where} {number} has no {missing[0]!r}; a {self.config.task} model "
                          f"reads records with {list(fields)}.")
-      for field in fields:  # "words" is a list of strings, every other field one string
+      for field in fields:  # "words" and "entities" are lists of strings, the others strings
         value = record[field]
-        if field == "words":
+        if field in ("words", "entities"):
           wanted = "a list of strings"
           valid = isinstance(value, list) and all(isinstance(word, str) for word in value)
         else:
@@ -126,7 +125,16 @@ class Predictor:
         raise ValueError(
             f"{where} {number} has an empty {fields[0] if len(fields) == 1 else fields}"
             "; give it text or leave the record out.")
-      examples.append(dict(zip(self.task.text_keys, self.kind.record_values(fields, values))))
+      example = dict(zip(self.task.text_keys, self.kind.record_values(fields, values)))
+      if self.task.prepare is not None:
+        try:
+          self.task.prepare(example)
+        except KeyError:
+          raise ValueError(f"a {self.config.task} model reads inputs derived from "
+                           f"{self.task.dataset}'s own features (word offsets, spans, answer "
+                           "groups), which records do not carry; score a split of it with "
+                           "jaxssl.predict.Predictor(workdir).evaluate(dataset, split).") from None
+      examples.append(example)
     return examples
 
   def predict(self, records, where="record", progress=False):

@@ -178,6 +178,21 @@ def record_source(*args, **kwargs):
   } for i in range(8)]
 
 
+RECORDS = {
+    "copa": {
+        "premise": "The ice melted.",
+        "question": "cause",
+        "choice1": "It was warm.",
+        "choice2": "It was dark."
+    },
+    "record": {
+        "passage": "Obama met Merkel in Berlin.",
+        "query": "@placeholder spoke first.",
+        "entities": ["Obama", "Merkel", "Berlin"]
+    },
+}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("task", catalog.SUPERGLUE_TASKS)
 def test_every_superglue_task_runs_through_jaxssl_main(task, tiny_encoder, tmp_path, monkeypatch):
@@ -205,5 +220,11 @@ def test_every_superglue_task_runs_through_jaxssl_main(task, tiny_encoder, tmp_p
     assert f"majority_{metric}" in evaluation
   assert (workdir / "checkpoints" / "2").is_dir()
   if task == "wic":  # records cannot carry WiC's offsets: one line that says what to do instead
-    with pytest.raises(ValueError, match="not records; score a split"):
+    with pytest.raises(ValueError, match="which records do not carry; score a split"):
       predict.Predictor(str(workdir)).predict([{"text_a": "a", "text_b": "b"}])
+  if task in RECORDS:  # multiple choice predicts from records of the dataset's own features
+    [prediction] = predict.Predictor(str(workdir)).predict([RECORDS[task]])
+    choices = RECORDS[task].get("entities") or [RECORDS[task]["choice1"], RECORDS[task]["choice2"]]
+    assert prediction["answer"] == choices[prediction["choice"]]
+    assert len(prediction["probabilities"]) == len(choices)
+    assert sum(prediction["probabilities"]) == pytest.approx(1.0, abs=1e-5)
