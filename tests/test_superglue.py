@@ -1,18 +1,19 @@
 """SuperGLUE: each task's examples as its kind's inputs, the official metrics against hand-worked
-values, the multiple-choice head, and every task end to end through ``jaxssl.main`` on mocked
-TFDS data (offline)."""
+values, the multiple-choice head, and every task end to end on mocked TFDS data (offline), one of
+them through the ``python -m jaxssl.main`` command."""
 
 import math
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from absl import flags
 
-from jaxssl import main as main_lib
+from conftest import ROOT, load_config
 from jaxssl import metrics as metrics_lib
 from jaxssl import predict
+from jaxssl.core import finetune
 from jaxssl.core.tasks import catalog
 from jaxssl.core.tasks import heads
 from jaxssl.core.tasks import kinds
@@ -193,26 +194,27 @@ RECORDS = {
 }
 
 
+def small_config(task, tfds_dir, init_from):
+  """configs/bert_finetune.py:task=TASK for 2 steps of 4 rows of 32 tokens."""
+  config = load_config("bert_finetune", f"task={task}")
+  config.update(
+      init_from=init_from,
+      data_dir=tfds_dir,
+      num_train_steps=2,
+      batch_size=4,
+      max_seq_length=32,
+      eval_every=2,
+      log_every=1)
+  return config
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("task", catalog.SUPERGLUE_TASKS)
-def test_every_superglue_task_runs_through_jaxssl_main(task, tiny_encoder, tmp_path, monkeypatch):
+def test_every_superglue_task_fine_tunes_end_to_end(task, tiny_encoder, tmp_path):
   workdir = tmp_path / "run"
-  argv = [
-      "jaxssl.main", f"--config=configs/bert_finetune.py:task={task}", f"--workdir={workdir}",
-      f"--config.init_from={tiny_encoder}", f"--config.data_dir={tmp_path / 'tfds'}",
-      "--config.num_train_steps=2", "--config.batch_size=4", "--config.max_seq_length=32",
-      "--config.eval_every=2", "--config.log_every=1"
-  ]
-  monkeypatch.setattr(sys, "argv", argv)  # config_flags finds --config.* overrides in sys.argv
   mock = {"as_data_source_fn": record_source} if task == "record" else {"num_examples": 8}
-  try:
-    with tfds.testing.mock_data(**mock):  # random texts, offsets and labels, offline
-      flags.FLAGS(argv)
-      main_lib.main()
-  finally:  # the next parse defines the --config.* overrides of its own config again
-    flags.FLAGS.unparse_flags()
-    for name in [name for name in flags.FLAGS if name.startswith("config.")]:
-      delattr(flags.FLAGS, name)
+  with tfds.testing.mock_data(**mock):  # random texts, offsets and labels, offline
+    finetune.run(small_config(task, str(tmp_path / "tfds"), tiny_encoder), str(workdir))
   evaluation = [r for r in metrics_lib.read_metrics(str(workdir)) if r["split"] == "eval"][-1]
   for metric in catalog.TASKS[task].metrics:
     assert 0.0 <= evaluation[metric] <= 1.0 or (metric == "matthews_corrcoef" and
@@ -228,3 +230,32 @@ def test_every_superglue_task_runs_through_jaxssl_main(task, tiny_encoder, tmp_p
     assert prediction["answer"] == choices[prediction["choice"]]
     assert len(prediction["probabilities"]) == len(choices)
     assert sum(prediction["probabilities"]) == pytest.approx(1.0, abs=1e-5)
+
+
+# ``python -m jaxssl.main`` as a program (absl flags, config overrides, exit status) over mocked
+# TFDS data: the mock is set up in the same process, then the module runs as __main__.
+MOCKED_MAIN = """
+import runpy, sys
+import tensorflow_datasets as tfds
+sys.argv[0] = "jaxssl.main"
+with tfds.testing.mock_data(num_examples=8):
+  runpy.run_module("jaxssl.main", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_the_jaxssl_main_command_runs_copa_on_mocked_data(tiny_encoder, tmp_path):
+  workdir = tmp_path / "run"
+  process = subprocess.run([
+      sys.executable, "-c", MOCKED_MAIN, "--config=configs/bert_finetune.py:task=copa",
+      f"--workdir={workdir}", f"--config.init_from={tiny_encoder}",
+      f"--config.data_dir={tmp_path / 'tfds'}", "--config.num_train_steps=2",
+      "--config.batch_size=4", "--config.max_seq_length=32", "--config.eval_every=2"
+  ],
+                           cwd=ROOT,
+                           capture_output=True,
+                           text=True,
+                           timeout=600)
+  assert process.returncode == 0, process.stderr[-2000:]
+  assert "Done: 2 steps. Best dev accuracy" in process.stdout
+  assert (workdir / "checkpoints" / "2").is_dir()
