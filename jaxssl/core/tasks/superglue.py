@@ -16,7 +16,7 @@ def _marked(text, start, end, marks):
 
 
 def _word_start(words, index):
-  """The character offset of word ``index`` of the whitespace-split ``words``."""
+  """The character offset of word ``index`` of ``words``, a text split at single spaces."""
   return sum(len(word) + 1 for word in words[:index])
 
 
