@@ -47,8 +47,8 @@ RECIPES = {
     # 2 epochs of 7,339; the rate chosen among 5e-5, 1e-4, 2e-4 by seed 0's dev Pearson.
     "rating": dict(_FULL, max_seq_length=128, num_train_steps=460, learning_rate=2e-4),
     "sentiment_zh": dict(_FULL, max_seq_length=128, num_train_steps=435),  # 1 epoch of 13,891
-    # 1 epoch of the first 9,600 of 49,604 pairs.
-    "paraphrase": dict(_FULL, train_split="train[:9600]", max_seq_length=128, num_train_steps=300),
+    # 1 epoch of the first 19,200 of 49,604 pairs (9,600 in 300 steps reached 0.9753 ± 0.0004).
+    "paraphrase": dict(_FULL, train_split="train[:19200]", max_seq_length=128, num_train_steps=600),
     # 1 epoch of the first 12,800 of 44,876 sentences.
     "pos": dict(_FULL, train_split="train[:12800]", max_seq_length=128, num_train_steps=400),
     # 0.44 epoch of the 22,043 windows of 128 tokens of all 6,859 questions: short windows and
