@@ -1,7 +1,8 @@
 """SuperGLUE's examples (TFDS ``super_glue/*`` features) as the inputs of jaxssl's task kinds:
 each function maps one example to the example plus the features its kind reads, as
-``catalog.Task.prepare``. The layouts follow the SuperGLUE paper's BERT baselines: a task is a
-sentence pair, or one pair per choice; a word or span the task asks about is marked in its text.
+``catalog.Task.prepare``. Each task is a sentence pair for a [CLS] head, or one pair per choice;
+a word or span the task asks about is marked in its text (the SuperGLUE paper's BERT baseline
+read those tokens' vectors instead).
 """
 
 # WiC's word and WSC's noun phrase between these, WSC's pronoun between PRONOUN_MARKS.
