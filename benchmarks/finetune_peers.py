@@ -53,6 +53,8 @@ flags.DEFINE_integer("num_train_steps", None, "Steps of every run (default: the 
 flags.DEFINE_string("train_split", None, "Training split of every run (default: the recipe's).")
 flags.DEFINE_string("eval_split", None, "Dev split of every run (default: the task's).")
 flags.DEFINE_string("data_dir", None, "TFDS data dir (None: TFDS's default).")
+flags.DEFINE_bool("group_by_length", None,
+                  "Batches of similar length in both frameworks (default: the recipe's, on).")
 flags.DEFINE_string("json", None, "Also write the results here as JSON.")
 
 HF_MODELS = {
@@ -250,7 +252,8 @@ def main(argv):
         num_train_steps=flags.FLAGS.num_train_steps,
         train_split=flags.FLAGS.train_split,
         eval_split=flags.FLAGS.eval_split,
-        data_dir=flags.FLAGS.data_dir)
+        data_dir=flags.FLAGS.data_dir,
+        group_by_length=flags.FLAGS.group_by_length)
   print(f"{started}; jaxssl vs transformers {transformers.__version__} (torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads)")
   print(table(results))
