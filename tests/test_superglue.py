@@ -156,7 +156,7 @@ def test_the_multiple_choice_head_gives_padding_choices_nothing():
   sequence = np.zeros((1, 3, 2, 4), np.float32)
   masked = heads.apply_multiple_choice(params, sequence, batch)
   assert masked.shape == (1, 3) and masked[0, 2] < -1e30
-  sums, weight = heads.multiple_choice_loss(
+  sums, weight = heads.MULTIPLE_CHOICE.loss(
       np.where(batch["attention_mask"][:, :, 0] > 0, scores,
                np.finfo(np.float32).min), batch)
   assert float(sums["loss"]) == pytest.approx(math.log(1 + math.exp(-2)), rel=1e-5)

@@ -152,8 +152,8 @@ TASKS = {
             prepare=superglue.as_rte,
             eval_dataset="jaxssl_super_glue/axg"),
 }
-SUPERGLUE_TASKS = ("boolq", "cb", "copa", "multirc", "record", "superglue_rte", "wic", "wsc", "axb",
-                   "axg")
+SUPERGLUE_TASKS = tuple(
+    name for name, task in TASKS.items() if task.dataset.startswith("jaxssl_super_glue/"))
 # The tasks whose data ships with jaxssl, which the suite (jaxssl.suite) runs.
 OFFLINE_TASKS = ("sentiment", "rating", "paraphrase", "pos", "qa", "sentiment_zh")
 # Sequences that are not language, shipped too (jaxssl.analysis.beyond_language).

@@ -78,10 +78,17 @@ def classification_loss(logits, batch):
   return {"loss": loss, "accuracy": correct}, weight
 
 
-def init_regression(rng, hidden_size, num_outputs=1):
-  """The classification head's layers with one output."""
-  _check_num_outputs("regression", num_outputs, 1)
-  return init_classification(rng, hidden_size, 1)
+def _one_output_init(head):
+  """``init`` of the classification head's layers with one output, for ``head``."""
+
+  def init(rng, hidden_size, num_outputs=1):
+    _check_num_outputs(head, num_outputs, 1)
+    return init_classification(rng, hidden_size, 1)
+
+  return init
+
+
+init_regression = _one_output_init("regression")
 
 
 def apply_regression(params, sequence, batch, rng=None, dropout_rate=0.1):
@@ -152,27 +159,20 @@ def question_answering_loss(logits, batch):
   }, jnp.sum(weights)
 
 
-def init_multiple_choice(rng, hidden_size, num_outputs=1):
-  """The classification head's layers with one output: a score per (context, choice) pair."""
-  _check_num_outputs("multiple_choice", num_outputs, 1)
-  return init_classification(rng, hidden_size, 1)
+# A score per (context, choice) pair: the classification head's layers with one output.
+init_multiple_choice = _one_output_init("multiple_choice")
 
 
 def apply_multiple_choice(params, sequence, batch, rng=None, dropout_rate=0.1):
-  """(B, K) scores of each example's K choices from their pooled [CLS] states (sequence
-  (B, K, T, D)); a padding choice (an all-padding row: ``batch["attention_mask"]`` (B, K, T) 0
-  at [CLS]) gets the lowest float, so softmax over the choices gives it nothing."""
-  pooled = jnp.tanh(_dense(params["pooler"], sequence[:, :, 0]))  # (B, K, D)
-  scores = _dense(params["classifier"], layers.dropout(pooled, dropout_rate, rng))[..., 0]  # (B, K)
+  """(B, K) scores of each example's K choices, the classification head's one output on each
+  choice's row (sequence (B, K, T, D)); a padding choice (an all-padding row:
+  ``batch["attention_mask"]`` (B, K, T) 0 at [CLS]) gets the lowest float, so softmax over the
+  choices gives it nothing. Its loss is ``classification_loss`` over the K choices."""
+  num_examples, num_choices = sequence.shape[:2]
+  rows = sequence.reshape(num_examples * num_choices, *sequence.shape[2:])  # (B * K, T, D)
+  scores = apply_classification(params, rows, batch, rng,
+                                dropout_rate).reshape(num_examples, num_choices)  # (B, K)
   return jnp.where(batch["attention_mask"][:, :, 0] > 0, scores, jnp.finfo(scores.dtype).min)
-
-
-def multiple_choice_loss(scores, batch):
-  """Cross-entropy of the softmax over each example's choices, (B, K) scores, against
-  ``batch["labels"]`` (B,) the right choice's index; ``accuracy`` counts the argmax's hits."""
-  weights = _example_weights(batch, scores.shape[0])
-  loss, correct, weight = losses.classification_sums(scores, batch["labels"], weights)
-  return {"loss": loss, "accuracy": correct}, weight
 
 
 CLASSIFICATION = Head(init_classification, apply_classification, classification_loss)
@@ -181,4 +181,4 @@ TOKEN_CLASSIFICATION = Head(init_token_classification, apply_token_classificatio
                             token_classification_loss)
 QUESTION_ANSWERING = Head(init_question_answering, apply_question_answering,
                           question_answering_loss)
-MULTIPLE_CHOICE = Head(init_multiple_choice, apply_multiple_choice, multiple_choice_loss)
+MULTIPLE_CHOICE = Head(init_multiple_choice, apply_multiple_choice, classification_loss)
